@@ -1,0 +1,1262 @@
+"""
+bioknow: one readable file that reproduces "Physics of Language Models: Part 3.1, Knowledge Storage and Extraction"
+(Allen-Zhu & Li, 2023, arXiv 2309.14316) end to end.
+
+Synthetic people get short template biographies (bioS). A GPT pretrained on all of them memorises every fact, yet after
+QA finetuning on half the people (P_train) it answers questions about the other half (P_test) only if the pretraining
+data was augmented (several rephrasings, shuffled sentences, full names) or mixed with QA from the start.
+
+Subcommands (each has --help):
+    generate   write a bioS data directory: people, biographies, QA pairs, vocabulary
+    train      pretrain a GPT on the biographies (--mode bio) or on biographies + P_train QA (--mode mixed)
+    finetune   QA-finetune a pretrained run on P_train questions (answer tokens only)
+    eval       exact-match QA accuracy on P_train / P_test, and memorisation of the biographies
+    reproduce  the paper's headline comparison, written to results/REPORT.md and results/reproduce.json
+
+Example:
+    python bioknow.py generate --out data/single --people 2000 --aug single
+    python bioknow.py train --data data/single --out runs/single
+    python bioknow.py finetune --run runs/single --data data/single --out runs/single-qa
+    python bioknow.py eval --run runs/single-qa --data data/single --out runs/single-qa/eval.json
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one line, exit status 2, no traceback."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- config
+# Every field is a command-line flag (--n-layer, --qa-ratio, ...). A preset is a dict of overrides; its "finetune"
+# entry overrides the same fields again for QA finetuning, so --lr means "this stage's learning rate" everywhere.
+
+@dataclass
+class Config:
+    # data (generate)
+    people: int = 4000               # N, paper: 100,000
+    aug: str = "single"              # augmentation spec, e.g. multi5+permute+fullname (paper §2)
+    # model (paper §4: GPT-2 with rotary on 1/4 of each head)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 256
+    rotary_frac: float = 0.25
+    rope_base: float = 10000.0
+    # optimisation (paper §4: AdamW, warmup, cosine to lr/10)
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.1
+    adam_eps: float = 1e-6
+    grad_clip: float = 1.0
+    warmup_steps: int = 100
+    passes: float = 100.0            # budget in passes over bioS-single-sized data (finetune: epochs over P_train QA)
+    steps: int = 0                   # if > 0, overrides passes
+    mode: str = "bio"                # bio | mixed (paper §4 mixed training)
+    qa_ratio: float = 0.8            # mixed: probability that a window is QA
+    holdout: float = 0.0             # finetune: fraction of P_train people held out to choose the recipe
+    # run
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | mps
+    compile: str = "auto"            # auto (on for CUDA) | on | off
+    ckpt_every: int = 0              # steps between checkpoints (0: only at the end)
+    log_every: int = 50
+
+
+PRESETS = {
+    # the default: the headline comparison on a 2-core CPU within minutes (README: why these numbers)
+    "cpu": dict(finetune=dict(lr=1e-3, passes=3, batch_size=32, weight_decay=0.01, warmup_steps=0)),
+    # for tests: seconds
+    "tiny": dict(people=200, n_layer=1, n_head=2, n_embd=32, block_size=128, batch_size=8, passes=4,
+                 warmup_steps=5, log_every=10, finetune=dict(lr=1e-3, passes=1, batch_size=16, weight_decay=0.01,
+                                                             warmup_steps=0)),
+    # paper §4: GPT-2 small, 80k steps of 96 x 512, then LoRA-free full QA finetuning with the paper's optimiser
+    "paper": dict(people=100_000, n_layer=12, n_head=12, n_embd=768, block_size=512, batch_size=96, steps=80_000,
+                  lr=1e-3, weight_decay=0.1, adam_eps=1e-6, warmup_steps=1000, min_lr_frac=0.1, log_every=100,
+                  ckpt_every=5000,
+                  finetune=dict(lr=3e-4, weight_decay=0.01, batch_size=48, steps=50_000, warmup_steps=0)),
+}
+DEFAULT_PRESET = "cpu"
+
+
+def resolve_config(preset=DEFAULT_PRESET, stage="train", **overrides):
+    """Config defaults <- preset <- preset's finetune overrides (stage 'finetune') <- explicit overrides."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    values = {k: v for k, v in PRESETS[preset].items() if k != "finetune"}
+    if stage == "finetune":
+        values.update(PRESETS[preset].get("finetune", {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("steps") and "passes" in overrides and overrides["passes"] is not None:
+        values["steps"] = overrides.get("steps") or 0  # an explicit --passes wins over a preset's steps
+    return Config(**values)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- data (paper §2): people, biographies, augmentations, QA
+# Every attribute is drawn independently and uniformly; full names are unique. A biography is one sentence per
+# attribute, each from ~42 templates; the full name opens the first sentence, pronouns the rest (unless "fullname").
+
+def sample_people(n, seed):
+    """n people with unique full names; the first half by id is P_train (ids are random draws, so this is random)."""
+    capacity = len(FIRST_NAMES) * len(MIDDLE_NAMES) * len(LAST_NAMES)
+    if n <= 0:
+        raise UserError(f"--people must be positive, got {n}")
+    if n > capacity:
+        raise UserError(f"--people {n} exceeds the {capacity} unique full names the name pools allow")
+    rng = random.Random(seed)
+    hq = company_cities()
+    seen, people = set(), []
+    while len(people) < n:
+        first, middle, last = rng.choice(FIRST_NAMES), rng.choice(MIDDLE_NAMES), rng.choice(LAST_NAMES)
+        if (first, middle, last) in seen:
+            continue  # rejection sampling keeps full names unique (paper §2)
+        seen.add((first, middle, last))
+        company = rng.choice(COMPANIES)
+        people.append(dict(
+            id=len(people), name=f"{first} {middle} {last}", first_name=first, middle_name=middle, last_name=last,
+            pronoun=rng.choice(("he", "she", "they")),
+            birth_date=f"{rng.choice(MONTHS)} {rng.choice(DAYS)}, {rng.choice(YEARS)}",
+            birth_city=rng.choice(CITIES), university=rng.choice(UNIVERSITIES), major=rng.choice(MAJORS),
+            company=company, company_city=hq[company],
+            split="train" if len(people) < n // 2 else "test"))
+    return people
+
+
+def parse_aug(spec):
+    """'multi5+permute+fullname' -> {'multi': 5, 'permute': 1, 'fullname': True}. permute on single takes a count."""
+    parts = spec.split("+")
+    base = parts[0]
+    m = re.fullmatch(r"single|multi([1-9]\d*)", base)
+    if not m:
+        raise UserError(f"bad --aug {spec!r}: must start with 'single' or 'multiM' (M >= 1), e.g. multi5+permute")
+    aug = dict(multi=int(m.group(1) or 1), single=base == "single", permute=0, fullname=False)
+    for part in parts[1:]:
+        pm = re.fullmatch(r"permute([1-9]\d*)?", part)
+        if pm and not aug["permute"] and not aug["fullname"]:
+            if aug["single"] and not pm.group(1):
+                raise UserError(f"bad --aug {spec!r}: single takes permuteP with a count, e.g. single+permute2")
+            if not aug["single"] and pm.group(1):
+                raise UserError(f"bad --aug {spec!r}: multiM takes plain 'permute' (each entry is shuffled)")
+            aug["permute"] = int(pm.group(1) or 1)
+        elif part == "fullname" and not aug["fullname"]:
+            aug["fullname"] = True
+        else:
+            raise UserError(f"bad --aug {spec!r}: unexpected {part!r} (form: single[+permuteP][+fullname] or "
+                            f"multiM[+permute][+fullname])")
+    return aug
+
+
+PRONOUNS = {  # subject, possessive, was, is, has
+    "he": ("He", "his", "was", "is", "has"),
+    "she": ("She", "her", "was", "is", "has"),
+    "they": ("They", "their", "were", "are", "have"),
+}
+
+
+def template_variant(template, pronoun, with_name):
+    """Fill a template's pronoun and verb slots; with_name leaves {N} for the full name (a singular subject)."""
+    subject, possessive, was, is_, has = PRONOUNS[pronoun]
+    if with_name:
+        subject, was, is_, has = "{N}", "was", "is", "has"
+    return (template.replace("{S}", subject).replace("{P}", possessive)
+            .replace("{was}", was).replace("{is}", is_).replace("{has}", has))
+
+
+def _variants():
+    """VARIANTS[attr][pronoun][with_name][k]: every template pre-filled, so rendering is two str.replace calls."""
+    return {a: {p: {w: [template_variant(t, p, w) for t in TEMPLATES[a]] for w in (False, True)} for p in PRONOUNS}
+            for a in ATTRIBUTES}
+
+
+def render_entry(person, order, templates, fullname):
+    """One biography entry: sentences in `order`; the full name in the first sentence (or all, with fullname)."""
+    sentences = []
+    for k, attr in enumerate(order):
+        t = VARIANTS[attr][person["pronoun"]][fullname or k == 0][templates[attr]]
+        sentences.append(t.replace("{N}", person["name"]).replace("{V}", person[attr]))
+    return " ".join(sentences)
+
+
+def biographies(person, aug, rng):
+    """The entries of one person under an augmentation (paper §2): multiM resamples templates per entry; permute
+    shuffles the sentence order (for single+permuteP: P shuffled copies of the same six sentences)."""
+    def draw_templates():
+        return {a: rng.randrange(len(TEMPLATES[a])) for a in ATTRIBUTES}
+
+    def order():
+        if not aug["permute"]:
+            return ATTRIBUTES
+        shuffled = list(ATTRIBUTES)
+        rng.shuffle(shuffled)
+        return shuffled
+
+    if aug["single"]:
+        templates = draw_templates()
+        copies = aug["permute"] or 1
+        return [render_entry(person, order(), templates, aug["fullname"]) for _ in range(copies)]
+    return [render_entry(person, order(), draw_templates(), aug["fullname"]) for _ in range(aug["multi"])]
+
+
+def qa_pairs(person):
+    """The six questions of paper §3; the answer is the attribute's whole value."""
+    return [dict(id=person["id"], attribute=a, question=QUESTIONS[a].replace("{N}", person["name"]),
+                 answer=person[a], split=person["split"]) for a in ATTRIBUTES]
+
+
+def qa_text(question, answer):
+    return f"{question}\nAnswer: {answer}."
+
+
+def write_atomic(path, write):
+    """Write through a temporary name and rename into place: a kill leaves the old file or the new, never half."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+    write_atomic(path, write)
+
+
+def write_jsonl(f, rows):
+    f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def generate(out, people=Config.people, aug="single", seed=0, force=False, quiet=False):
+    """Write a bioS data directory (people.jsonl, bios.jsonl, qa.jsonl, vocab.json, meta.json) atomically."""
+    spec = parse_aug(aug)
+    if os.path.exists(out) and os.listdir(out) and not force:
+        raise UserError(f"{out} exists and is not empty (use --force to overwrite)")
+    t0 = time.time()
+    persons = sample_people(people, seed)
+    rng = random.Random(seed + 1)
+    tmp = f"{out.rstrip('/')}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        with open(f"{tmp}/people.jsonl", "w") as fp, open(f"{tmp}/bios.jsonl", "w") as fb, \
+                open(f"{tmp}/qa.jsonl", "w") as fq:
+            for p in tqdm(persons, desc=f"generate {aug}", unit="people", disable=quiet, mininterval=1):
+                write_jsonl(fp, [p])
+                write_jsonl(fb, [dict(id=p["id"], text=t) for t in biographies(p, spec, rng)])
+                write_jsonl(fq, qa_pairs(p))
+        meta = dict(people=people, aug=aug, seed=seed, entries_per_person=spec["permute"] if spec["single"]
+                    and spec["permute"] else spec["multi"], n_train=people // 2, n_test=people - people // 2,
+                    bioknow=VERSION, seconds=round(time.time() - t0, 2))
+        write_json(f"{tmp}/meta.json", meta)
+        write_json(f"{tmp}/vocab.json", VOCAB)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def read_jsonl(path):
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise UserError(f"{path}:{n}: corrupt line (not JSON)") from None
+    return rows
+
+
+def load_data(data_dir):
+    """Read a data directory into a dict; missing pieces are a user error, not a traceback."""
+    if not os.path.isdir(data_dir):
+        raise UserError(f"data directory {data_dir} does not exist (run `bioknow.py generate --out {data_dir}`)")
+    for name in ("people.jsonl", "bios.jsonl", "qa.jsonl", "meta.json", "vocab.json"):
+        if not os.path.isfile(f"{data_dir}/{name}"):
+            raise UserError(f"data directory {data_dir} lacks {name}")
+    with open(f"{data_dir}/meta.json") as f:
+        meta = json.load(f)
+    with open(f"{data_dir}/vocab.json") as f:
+        vocab = json.load(f)
+    people = read_jsonl(f"{data_dir}/people.jsonl")
+    if not people:
+        raise UserError(f"{data_dir}/people.jsonl is empty")
+    return dict(meta=meta, vocab=vocab, people=people, bios=read_jsonl(f"{data_dir}/bios.jsonl"),
+                qa=read_jsonl(f"{data_dir}/qa.jsonl"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- tokenizer
+# Word-level over a closed vocabulary (PAPER.md §9): every name part, value word and template word is one token, so
+# nothing is downloaded and the vocabulary is a few thousand tokens (cheap softmax on a CPU).
+
+TOKEN_RE = re.compile(r"[A-Za-z0-9&'\-]+|[.,?:]|\n")
+EOS = "<eos>"
+NO_SPACE_BEFORE = {".", ",", "?", ":", "\n"}
+
+
+def words(text):
+    return TOKEN_RE.findall(text)
+
+
+def detokenize(tokens):
+    out = []
+    for i, t in enumerate(tokens):
+        if i and t not in NO_SPACE_BEFORE and tokens[i - 1] != "\n":
+            out.append(" ")
+        out.append(t)
+    return "".join(out)
+
+
+def build_vocab():
+    """The closed vocabulary: <eos> first, then every word any generator output can contain, sorted."""
+    strings = [FIRST_NAMES, MIDDLE_NAMES, LAST_NAMES, MONTHS, CITIES, UNIVERSITIES, MAJORS, COMPANIES,
+               [str(d) for d in DAYS], [str(y) for y in YEARS], QUESTIONS.values(), ["\nAnswer: ,."],
+               [v for a in VARIANTS.values() for p in a.values() for w in p.values() for v in w]]
+    vocab = set()
+    for group in strings:
+        for s in group:
+            vocab.update(words(s.replace("{N}", "").replace("{V}", "")))
+    return [EOS] + sorted(vocab)
+
+
+class Tokenizer:
+    def __init__(self, vocab):
+        self.vocab = list(vocab)
+        self.stoi = {w: i for i, w in enumerate(self.vocab)}
+        self.eos = self.stoi[EOS]
+
+    def encode(self, text):
+        try:
+            return [self.stoi[w] for w in words(text)]
+        except KeyError as e:
+            raise UserError(f"word {e.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids):
+        return detokenize([self.vocab[i] for i in ids])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- model (paper §4): GPT-2 with pre-LayerNorm and rotary position embeddings on 1/4 of each head (GPT-NeoX style)
+
+def rotary_tables(head_dim, rotary_frac, base, length):
+    rot = int(head_dim * rotary_frac) // 2 * 2
+    inv_freq = 1.0 / (base ** (torch.arange(0, rot, 2).float() / max(rot, 1)))
+    angles = torch.outer(torch.arange(length).float(), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, rot)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate the first `rot` dims of each head by position; the rest pass through (x: B, H, T, head_dim)."""
+    rot = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    x1, x2 = x_rot.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # one fused projection
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # flash kernel on GPU
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(cfg.n_embd), Attention(cfg)
+        self.ln2, self.mlp = nn.LayerNorm(cfg.n_embd), MLP(cfg)
+
+    def forward(self, x, cos, sin):
+        x = x + self.attn(self.ln1(x), cos, sin)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg, vocab_size):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
+        cos, sin = rotary_tables(cfg.n_embd // cfg.n_head, cfg.rotary_frac, cfg.rope_base, cfg.block_size)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        for name, p in self.named_parameters():
+            if p.dim() == 2:  # GPT-2 init; residual projections scaled down by depth
+                std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std)
+
+    def hidden(self, idx):
+        """Last-layer hidden states (after the final LayerNorm): what the probes read (paper §5)."""
+        T = idx.shape[1]
+        cos, sin = self.cos[:T], self.sin[:T]
+        x = self.wte(idx)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.ln_f(x)
+
+    def forward(self, idx, targets=None):
+        logits = self.lm_head(self.hidden(idx))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- training (paper §4): entries shuffled across people and packed with EOS into windows; budget in passes;
+# mixed training draws each window from the biographies or from P_train QA (QA with probability qa_ratio).
+
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps: MPS is not available")
+    if name not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown --device {name!r} (auto, cpu, cuda, mps)")
+    return name
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def encode_entries(texts, tok):
+    """Token arrays of entries, each prefixed with EOS (the separator packing puts between entries)."""
+    return [np.array([tok.eos] + tok.encode(t), dtype=np.int64) for t in texts]
+
+
+class PackedStream:
+    """An endless stream of packed windows: each pass shuffles the entries and concatenates them; windows of T+1
+    tokens are cut with stride T, so no token is padding and an entry may run across two windows (as in the paper)."""
+
+    def __init__(self, entries, block_size, rng):
+        self.entries, self.T, self.rng = entries, block_size, rng
+        self.buf, self.pos = np.zeros(0, dtype=np.int64), 0
+
+    def _refill(self):
+        order = self.rng.permutation(len(self.entries))
+        self.buf = np.concatenate([self.buf[self.pos:]] + [self.entries[i] for i in order])
+        self.pos = 0
+
+    def windows(self, n):
+        out = np.empty((n, self.T + 1), dtype=np.int64)
+        for i in range(n):
+            if self.pos + self.T + 1 > len(self.buf):
+                self._refill()
+            out[i] = self.buf[self.pos:self.pos + self.T + 1]
+            self.pos += self.T
+        return out
+
+
+def pretraining_steps(cfg, data, bio_tokens):
+    """Steps for cfg.passes over bioS-single-sized data: augmented data gets the same compute (PAPER.md §9)."""
+    if cfg.steps > 0:
+        return cfg.steps
+    single_tokens = bio_tokens / data["meta"]["entries_per_person"]
+    return max(1, math.ceil(cfg.passes * single_tokens / (cfg.batch_size * cfg.block_size)))
+
+
+def lr_at(step, total, cfg):
+    """Linear warmup, then cosine from lr down to lr * min_lr_frac (paper §4)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def make_optimizer(model, cfg, device):
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=cfg.adam_eps, fused=device == "cuda")
+
+
+def autocast(device):
+    """bf16 autocast on CUDA; float32 elsewhere (bf16 on a CPU measured 12-17x slower for tiny models)."""
+    if device == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def maybe_compile(model, cfg, device):
+    use = cfg.compile == "on" or (cfg.compile == "auto" and device == "cuda")
+    return torch.compile(model) if use else model
+
+
+def run_steps(model, cfg, device, total, next_batch, desc, quiet=False, log=None):
+    """The optimisation loop shared by pretraining and finetuning: next_batch(step) -> (x, y) with y = -1 ignored."""
+    model.train()
+    opt = make_optimizer(model, cfg, device)
+    fwd = maybe_compile(model, cfg, device)
+    t0, tokens, losses = time.time(), 0, []
+    bar = tqdm(range(total), desc=desc, unit="step", disable=quiet, mininterval=1)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, cfg)
+        x, y = next_batch(step)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device):
+            _, loss = fwd(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        tokens += x.numel()
+        if step % cfg.log_every == 0 or step == total - 1:
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise UserError(f"non-finite loss at step {step}; lower --lr")
+            rate = tokens / (time.time() - t0)
+            losses.append(dict(step=step, loss=round(loss_value, 4), lr=opt.param_groups[0]["lr"],
+                               tokens_per_sec=round(rate)))
+            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")
+            if log:
+                log(losses[-1])
+    model.eval()
+    return losses
+
+
+def new_run_dir(out, force):
+    if os.path.exists(out) and os.listdir(out) and not force:
+        raise UserError(f"{out} exists and is not empty (use --force to overwrite)")
+    os.makedirs(out, exist_ok=True)
+
+
+def save_checkpoint(path, model, cfg, vocab, kind, **extra):
+    state = {k: v for k, v in model.state_dict().items()}
+    ckpt = dict(model=state, config=dataclasses.asdict(cfg), vocab=vocab, kind=kind, bioknow=VERSION, **extra)
+    write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def load_checkpoint(run, device="cpu", vocab=None):
+    """Load RUN/model.pt into a GPT; refuses a data vocabulary the checkpoint does not know."""
+    path = os.path.join(run, "model.pt")
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"corrupt checkpoint {path}: {type(e).__name__}") from None
+    if vocab is not None and list(vocab) != list(ckpt["vocab"]):
+        raise UserError(f"checkpoint {path} was trained on another vocabulary ({len(ckpt['vocab'])} tokens) than "
+                        f"this data ({len(vocab)} tokens)")
+    cfg = Config(**ckpt["config"])
+    model = GPT(cfg, len(ckpt["vocab"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg, ckpt
+
+
+def run_log(out):
+    path = os.path.join(out, "log.jsonl")
+    open(path, "w").close()
+
+    def log(row):
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return log
+
+
+def train(cfg, data_dir, out, force=False, quiet=False):
+    """Pretrain from scratch on biographies (mode bio) or biographies + P_train QA (mode mixed); writes RUN/model.pt."""
+    if cfg.mode not in ("bio", "mixed"):
+        raise UserError(f"unknown --mode {cfg.mode!r} (bio or mixed)")
+    if not 0.0 <= cfg.qa_ratio <= 1.0:
+        raise UserError(f"--qa-ratio must be in [0, 1], got {cfg.qa_ratio}")
+    data = load_data(data_dir)
+    device = pick_device(cfg.device)
+    new_run_dir(out, force)
+    seed_everything(cfg.seed)
+    tok = Tokenizer(data["vocab"])
+    bios = encode_entries([b["text"] for b in data["bios"]], tok)
+    total = pretraining_steps(cfg, data, sum(len(b) for b in bios))
+    rng = np.random.default_rng(cfg.seed)
+    bio_stream = PackedStream(bios, cfg.block_size, rng)
+    qa_stream = None
+    if cfg.mode == "mixed":
+        qa = [qa_text(r["question"], r["answer"]) for r in data["qa"] if r["split"] == "train"]
+        qa_stream = PackedStream(encode_entries(qa, tok), cfg.block_size, rng)
+
+    def next_batch(step):
+        n_qa = int(rng.binomial(cfg.batch_size, cfg.qa_ratio)) if qa_stream else 0
+        parts = [bio_stream.windows(cfg.batch_size - n_qa)] + ([qa_stream.windows(n_qa)] if n_qa else [])
+        w = torch.from_numpy(np.concatenate(parts))
+        return w[:, :-1], w[:, 1:]
+
+    model = GPT(cfg, len(tok.vocab)).to(device)
+    write_json(os.path.join(out, "config.json"), dict(dataclasses.asdict(cfg), data=os.path.abspath(data_dir),
+                                                      steps_resolved=total, torch=torch.__version__,
+                                                      bioknow=VERSION, commit=git_commit()))
+    t0 = time.time()
+    losses = run_steps(model, cfg, device, total, next_batch, f"train {cfg.mode}", quiet, run_log(out))
+    save_checkpoint(os.path.join(out, "model.pt"), model, cfg, tok.vocab, "pretrain", steps=total)
+    return model, dict(steps=total, final_loss=losses[-1]["loss"], minutes=(time.time() - t0) / 60)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- QA finetuning and evaluation (paper §3-4): loss on the answer tokens only; greedy decoding, exact match of the
+# whole value. Finetuning uses P_train questions only; P_test is only ever evaluated.
+
+def qa_example(tok, row):
+    """(tokens, targets) for one QA pair: EOS question \\n Answer: value . EOS, targets -1 except on the answer."""
+    prompt = [tok.eos] + tok.encode(row["question"] + "\nAnswer:")
+    answer = tok.encode(f" {row['answer']}.") + [tok.eos]
+    tokens = prompt + answer
+    targets = answer_only_targets(tokens, len(prompt))
+    return tokens[:-1], targets
+
+
+def answer_only_targets(tokens, prompt_len):
+    """Next-token targets with every position that predicts a prompt token masked to -1."""
+    targets = list(tokens[1:])
+    for i in range(prompt_len - 1):
+        targets[i] = -1
+    return targets
+
+
+def pad_batch(rows, pad):
+    T = max(len(x) for x, _ in rows)
+    x = torch.full((len(rows), T), pad, dtype=torch.long)
+    y = torch.full((len(rows), T), -1, dtype=torch.long)
+    for i, (xs, ys) in enumerate(rows):
+        x[i, :len(xs)], y[i, :len(ys)] = torch.tensor(xs), torch.tensor(ys)
+    return x, y
+
+
+def split_holdout(people, fraction, seed):
+    """P_train ids for finetuning, and the held-out P_train ids used to choose the recipe (never P_test)."""
+    train_ids = sorted(p["id"] for p in people if p["split"] == "train")
+    rng = random.Random(seed)
+    held = set(rng.sample(train_ids, int(len(train_ids) * fraction))) if fraction > 0 else set()
+    return set(train_ids) - held, held
+
+
+def finetune(cfg, run, data_dir, out, force=False, quiet=False):
+    """Full QA finetuning of a pretrained run on P_train questions (paper §4; LoRA comes later)."""
+    data = load_data(data_dir)
+    device = pick_device(cfg.device)
+    model, base_cfg, _ = load_checkpoint(run, device, data["vocab"])
+    for field in ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base"):
+        setattr(cfg, field, getattr(base_cfg, field))  # the shape comes from the checkpoint
+    new_run_dir(out, force)
+    seed_everything(cfg.seed)
+    tok = Tokenizer(data["vocab"])
+    train_ids, held = split_holdout(data["people"], cfg.holdout, cfg.seed)
+    examples = [qa_example(tok, r) for r in data["qa"] if r["id"] in train_ids]
+    per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = cfg.steps if cfg.steps > 0 else max(1, math.ceil(cfg.passes * per_epoch))
+    rng = np.random.default_rng(cfg.seed)
+    order = []
+
+    def next_batch(step):
+        if not order:
+            order.extend(rng.permutation(len(examples)).tolist())
+        batch = [examples[order.pop()] for _ in range(min(cfg.batch_size, len(order)))]
+        return pad_batch(batch, tok.eos)
+
+    write_json(os.path.join(out, "config.json"), dict(dataclasses.asdict(cfg), base=os.path.abspath(run),
+                                                      data=os.path.abspath(data_dir), steps_resolved=total,
+                                                      holdout_ids=sorted(held), torch=torch.__version__,
+                                                      bioknow=VERSION, commit=git_commit()))
+    t0 = time.time()
+    losses = run_steps(model, cfg, device, total, next_batch, "finetune", quiet, run_log(out))
+    save_checkpoint(os.path.join(out, "model.pt"), model, cfg, tok.vocab, "finetune", steps=total,
+                    holdout_ids=sorted(held))
+    return model, dict(steps=total, final_loss=losses[-1]["loss"], minutes=(time.time() - t0) / 60,
+                       holdout_ids=held)
+
+
+@torch.no_grad()
+def greedy_answers(model, prompts, max_new, eos, device):
+    """Greedy decoding for same-length prompts (B, T): returns (B, max_new) generated token ids."""
+    x = prompts.to(device)
+    out = []
+    for _ in range(max_new):
+        with autocast(device):
+            logits, _ = model(x)
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        out.append(nxt)
+        x = torch.cat([x, nxt], dim=1)
+    return torch.cat(out, dim=1).cpu()
+
+
+def exact_match(generated, answer_ids, eos):
+    """True when the generated tokens up to the first EOS are exactly the answer's tokens (value and final '.')."""
+    generated = list(generated)
+    if eos in generated:
+        generated = generated[:generated.index(eos)]
+    return generated == list(answer_ids)
+
+
+@torch.no_grad()
+def qa_accuracy(model, tok, rows, device, batch_size=1024, quiet=True):
+    """Exact-match accuracy (%) per attribute and mean. Names are three tokens, so each attribute's questions have
+    one length and batch without padding."""
+    correct = {a: [] for a in ATTRIBUTES}
+    groups = {}
+    for r in rows:
+        prompt = [tok.eos] + tok.encode(r["question"] + "\nAnswer:")
+        groups.setdefault((r["attribute"], len(prompt)), []).append((prompt, tok.encode(f" {r['answer']}.")))
+    for (attr, _), items in tqdm(groups.items(), desc="eval QA", disable=quiet):
+        max_new = max(len(a) for _, a in items) + 1
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            gen = greedy_answers(model, torch.tensor([p for p, _ in chunk]), max_new, tok.eos, device)
+            correct[attr] += [exact_match(g.tolist(), a, tok.eos) for g, (_, a) in zip(gen, chunk)]
+    return percentages(correct)
+
+
+def percentages(correct):
+    acc = {a: round(100.0 * sum(v) / len(v), 2) if v else None for a, v in correct.items()}
+    present = [v for v in acc.values() if v is not None]
+    acc["mean"] = round(sum(present) / len(present), 2) if present else None
+    return acc
+
+
+def value_positions(tokens, person, tok):
+    """Index of each attribute's first value token in an entry, found by value match (so it works for any sentence
+    order); longer values are placed first so a city inside nothing else is never taken twice."""
+    taken, found = set(), {}
+    for attr in sorted(ATTRIBUTES, key=lambda a: -len(person[a])):
+        value = tok.encode(person[attr])
+        for i in range(len(tokens) - len(value) + 1):
+            if tokens[i:i + len(value)] == value and not taken & set(range(i, i + len(value))):
+                found[attr] = i
+                taken |= set(range(i, i + len(value)))
+                break
+    return found
+
+
+@torch.no_grad()
+def bio_memorization(model, tok, data, device, max_people=4000, batch_size=256):
+    """First-token accuracy (%) of every attribute inside a person's first biography entry: the model, fed the
+    entry, predicts the attribute's first token at the position just before it (paper §4 "> 99%")."""
+    by_id = {p["id"]: p for p in data["people"]}
+    first_entry = {}
+    for b in data["bios"]:
+        first_entry.setdefault(b["id"], b["text"])
+    ids = sorted(first_entry)[:max_people]
+    correct = {a: [] for a in ATTRIBUTES}
+    for i in range(0, len(ids), batch_size):
+        seqs = [[tok.eos] + tok.encode(first_entry[j]) for j in ids[i:i + batch_size]]
+        T = max(len(s) for s in seqs)
+        x = torch.tensor([s + [tok.eos] * (T - len(s)) for s in seqs])
+        with autocast(device):
+            pred = model(x.to(device))[0].argmax(-1).cpu()
+        for s, p, j in zip(seqs, pred, ids[i:i + batch_size]):
+            for attr, pos in value_positions(s, by_id[j], tok).items():
+                correct[attr].append(bool(p[pos - 1] == s[pos]))
+    return percentages(correct)
+
+
+def evaluate(model, data, device, quiet=True):
+    """One reproduce row's numbers: memorisation of the biographies, QA on P_train and on P_test."""
+    tok = Tokenizer(data["vocab"])
+    mem = bio_memorization(model, tok, data, device)
+    qa_train = qa_accuracy(model, tok, [r for r in data["qa"] if r["split"] == "train"], device, quiet=quiet)
+    qa_test = qa_accuracy(model, tok, [r for r in data["qa"] if r["split"] == "test"], device, quiet=quiet)
+    return dict(bio_memorization=mem["mean"], bio_memorization_min=min(mem[a] for a in ATTRIBUTES),
+                bio_memorization_per_attribute=mem, qa_train=qa_train, qa_test=qa_test)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- experiments: the paper's headline comparison (PAPER.md §5), our numbers beside the paper's
+
+REPRODUCE_ROWS = (("single", "qa_finetune"), ("multi5+permute+fullname", "qa_finetune"), ("single", "mixed"))
+# What the default preset must show (issue 2): memorised yet not extractable; augmentation and mixing fix it.
+THRESHOLDS = {
+    ("single", "qa_finetune"): "bio memorisation >= 95% on every attribute, P_test mean <= 20%",
+    ("multi5+permute+fullname", "qa_finetune"): "P_test mean >= 70%",
+    ("single", "mixed"): "P_test mean >= 60%",
+}
+
+
+def meets_threshold(row):
+    key = (row["setting"], row["method"])
+    if key == ("single", "qa_finetune"):
+        return row["bio_memorization_min"] >= 95 and row["qa_test"]["mean"] <= 20
+    if key == ("multi5+permute+fullname", "qa_finetune"):
+        return row["qa_test"]["mean"] >= 70
+    if key == ("single", "mixed"):
+        return row["qa_test"]["mean"] >= 60
+    return None
+
+
+def reproduce_row(setting, method, preset, seed, device, work, quiet=False, train_overrides=None,
+                  finetune_overrides=None):
+    """Generate -> pretrain (bio or mixed) -> [QA finetune] -> evaluate, for one row of the table."""
+    t0 = time.time()
+    base = resolve_config(preset, "train", seed=seed, device=device, **(train_overrides or {}))
+    data_dir = os.path.join(work, f"data-{setting}")
+    meta_path = os.path.join(data_dir, "meta.json")
+    wanted = dict(people=base.people, aug=setting, seed=seed)
+    if not os.path.isfile(meta_path) or any(json.load(open(meta_path)).get(k) != v for k, v in wanted.items()):
+        generate(data_dir, base.people, setting, seed, force=True, quiet=quiet)
+    data = load_data(data_dir)
+    run = os.path.join(work, f"{setting}-{method}")
+    tcfg = dataclasses.replace(base, mode="bio" if method == "qa_finetune" else "mixed")
+    model, info = train(tcfg, data_dir, run, force=True, quiet=quiet)
+    dev = pick_device(device)
+    mem = bio_memorization(model, Tokenizer(data["vocab"]), data, dev)  # of the pretrained model
+    if method == "qa_finetune":
+        fcfg = resolve_config(preset, "finetune", seed=seed, device=device, **(finetune_overrides or {}))
+        model, _ = finetune(fcfg, run, data_dir, run + "-qa", force=True, quiet=quiet)
+    result = evaluate(model, data, dev)
+    result.update(bio_memorization=mem["mean"], bio_memorization_min=min(mem[a] for a in ATTRIBUTES),
+                  bio_memorization_per_attribute=mem)
+    return dict(setting=setting, method=method, **result, pretrain_steps=info["steps"],
+                pretrain_loss=info["final_loss"], minutes=round((time.time() - t0) / 60, 2))
+
+
+def fmt(v):
+    return "–" if v is None else f"{v:.1f}"
+
+
+def report_markdown(result):
+    cols = ("mean",) + ATTRIBUTES
+    lines = [f"# bioknow: headline reproduction (preset `{result['preset']}`)", "",
+             f"Hardware: {result['hardware']}. Total wall time: {result['minutes']:.1f} minutes. "
+             f"Seed {result['seed']}. Command: `{result['command']}`.", "",
+             "Accuracy in %, exact match of the whole answer, greedy decoding. P_train: people whose QA was trained on; "
+             "P_test: the other half, whose QA was never seen. Paper: GPT-2 124M, N = 100,000 (PAPER.md §5).", "",
+             "| setting | method | memorised (bio first-token, min) | split | " + " | ".join(cols) + " |",
+             "|---|---|---|---|" + "---|" * len(cols)]
+    for row in result["rows"]:
+        key = (row["setting"], row["method"])
+        paper = PAPER_QA.get(key)
+        mem = f"{row['bio_memorization']:.1f} ({row['bio_memorization_min']:.1f})"
+        lines.append(f"| {row['setting']} | {row['method']} | {mem} | P_train | "
+                     + " | ".join(fmt(row["qa_train"][c]) for c in cols) + " |")
+        lines.append(f"| | | | **P_test** | " + " | ".join(f"**{fmt(row['qa_test'][c])}**" for c in cols) + " |")
+        if paper:
+            lines.append("| | | | paper P_test | " + " | ".join(fmt(v) for v in paper) + " |")
+    lines += ["", "| row | what it must show | shown | minutes |", "|---|---|---|---|"]
+    for row in result["rows"]:
+        key = (row["setting"], row["method"])
+        ok = meets_threshold(row)
+        lines.append(f"| {row['setting']} {row['method']} | {THRESHOLDS.get(key, '')} | "
+                     f"{'yes' if ok else 'NO' if ok is False else ''} | {row['minutes']:.1f} |")
+    if result.get("notes"):
+        lines += ["", *result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def hardware_name(device):
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"{device}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet=False, rows=REPRODUCE_ROWS):
+    t0 = time.time()
+    os.makedirs(out, exist_ok=True)
+    work = os.path.join(out, "work")
+    dev = pick_device(device)
+    result = dict(preset=preset, seed=seed, hardware=hardware_name(dev), config=dataclasses.asdict(
+        resolve_config(preset, seed=seed, device=device)), command=" ".join(["python bioknow.py"] + sys.argv[1:]),
+        rows=[])
+    for setting, method in rows:
+        row = reproduce_row(setting, method, preset, seed, device, work, quiet)
+        result["rows"].append(row)
+        print(f"{setting:>26} {method:<12} memorised {row['bio_memorization']:5.1f}  "
+              f"P_train {row['qa_train']['mean']:5.1f}  P_test {row['qa_test']['mean']:5.1f}  "
+              f"({row['minutes']:.1f} min)", flush=True)
+    result["minutes"] = round((time.time() - t0) / 60, 2)
+    write_json(os.path.join(out, "reproduce.json"), result)
+    markdown = report_markdown(result)
+    write_atomic(os.path.join(out, "REPORT.md"), lambda tmp: open(tmp, "w").write(markdown))
+    print(markdown)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- command line
+
+def git_commit():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+CONFIG_HELP = {"passes": "training budget in passes over bioS-single-sized data (finetune: epochs over P_train QA)",
+               "steps": "optimizer steps (overrides --passes)", "mode": "bio or mixed",
+               "qa_ratio": "mixed training: probability that a window is QA", "compile": "auto, on or off",
+               "holdout": "finetune: fraction of P_train people held out (to choose a recipe without P_test)"}
+TRAIN_FIELDS = [f for f in dataclasses.fields(Config) if f.name not in ("people", "aug")]
+
+
+def add_config_flags(p):
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)} (default %(default)s)")
+    for f in TRAIN_FIELDS:
+        p.add_argument("--" + f.name.replace("_", "-"), type=f.type if callable(f.type) else eval(f.type),
+                       default=None, help=CONFIG_HELP.get(f.name, f"default from the preset (Config: {f.default})"))
+
+
+def config_overrides(args):
+    return {f.name: getattr(args, f.name) for f in TRAIN_FIELDS}
+
+
+def cmd_generate(args):
+    cfg = resolve_config(args.preset)
+    people = cfg.people if args.people is None else args.people
+    meta = generate(args.out, people, args.aug, args.seed, args.force, args.quiet)
+    print(json.dumps(meta))
+
+
+def cmd_train(args):
+    cfg = resolve_config(args.preset, "train", **config_overrides(args))
+    _, info = train(cfg, args.data, args.out, args.force, args.quiet)
+    print(json.dumps(dict(run=args.out, **info)))
+
+
+def cmd_finetune(args):
+    cfg = resolve_config(args.preset, "finetune", **config_overrides(args))
+    _, info = finetune(cfg, args.run, args.data, args.out, args.force, args.quiet)
+    info["holdout_ids"] = len(info["holdout_ids"])
+    print(json.dumps(dict(run=args.out, **info)))
+
+
+def cmd_eval(args):
+    data = load_data(args.data)
+    device = pick_device(args.device)
+    model, _, ckpt = load_checkpoint(args.run, device, data["vocab"])
+    held = set(ckpt.get("holdout_ids", []))
+    if held:  # score held-out P_train people separately: the number a recipe is chosen on
+        data_ft = dict(data, qa=[r for r in data["qa"] if r["id"] not in held])
+        result = evaluate(model, data_ft, device, args.quiet)
+        result["qa_holdout"] = qa_accuracy(model, Tokenizer(data["vocab"]),
+                                           [r for r in data["qa"] if r["id"] in held], device)
+    else:
+        result = evaluate(model, data, device, args.quiet)
+    if args.out:
+        write_json(args.out, result)
+    print(json.dumps(result))
+
+
+def cmd_reproduce(args):
+    reproduce(args.preset, args.seed, args.out, args.device, args.quiet)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="bioknow.py", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="write a bioS data directory")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--people", type=int, default=None, help="number of people N (default: the preset's)")
+    p.add_argument("--aug", default="single", help="single[+permuteP][+fullname] or multiM[+permute][+fullname]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default=DEFAULT_PRESET, help="takes --people from this preset")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", help="pretrain on biographies (--mode bio) or biographies + P_train QA (mixed)")
+    p.add_argument("--data", required=True, help="data directory from `generate`")
+    p.add_argument("--out", required=True, help="run directory to write")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="QA finetuning on P_train questions (full finetuning)")
+    p.add_argument("--run", required=True, help="pretrained run directory")
+    p.add_argument("--data", required=True, help="data directory the run was trained on")
+    p.add_argument("--out", required=True, help="run directory to write")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("eval", help="QA exact match on P_train / P_test, and memorisation")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", default=None, help="write the result as one JSON object here")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("reproduce", help="the headline table -> OUT/REPORT.md and OUT/reproduce.json")
+    p.add_argument("--preset", default=DEFAULT_PRESET)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_reproduce)
+
+    for p in sub.choices.values():
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if p.prog.split()[-1] in ("generate", "train", "finetune"):
+            p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"bioknow: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("bioknow: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- word lists and templates (data: bioknow's own, sized as in paper §2)
+# Name pools are built from syllable parts so the sizes (400 / 400 / 1,000) hold exactly and every name is one token.
+
+FIRST_NAMES = [a + b for a in ("Al", "Bel", "Cal", "Dar", "El", "Fen", "Gal", "Hal", "Ir", "Jor",
+                               "Kel", "Lor", "Mar", "Nor", "Or", "Per", "Ros", "Sil", "Tam", "Vin")
+               for b in ("a", "an", "ina", "ric", "on", "ette", "ias", "ene", "o", "ia",
+                         "ley", "den", "wyn", "isa", "us", "elle", "ando", "ora", "ith", "ey")]
+MIDDLE_NAMES = [a + b for a in ("Ab", "Bra", "Cor", "Dun", "Em", "Flo", "Gre", "Hun", "Ive", "Jas",
+                                "Kir", "Lin", "Mor", "Nel", "Ot", "Pres", "Quin", "Ren", "Sto", "Wil")
+                for b in ("bert", "dy", "ley", "ton", "na", "ric", "ford", "ie", "mond", "sey",
+                          "ler", "van", "dell", "rose", "ven", "ham", "by", "lin", "ette", "more")]
+LAST_NAMES = [a + b for a in ("Ash", "Black", "Brook", "Clay", "Cold", "Corn", "Cross", "Dale", "East", "Fair",
+                              "Fern", "Frost", "Glen", "Gold", "Gray", "Green", "Hale", "Hart", "Hawk", "Hill",
+                              "Holt", "Kings", "Lake", "Lang", "Marsh", "Mill", "Moor", "North", "Oak", "Pen",
+                              "Red", "Rock", "Rose", "Shaw", "Stan", "Stone", "Thorn", "West", "White", "Wind")
+              for b in ("ford", "wood", "field", "ley", "ton", "well", "brook", "by", "croft", "dale",
+                        "worth", "wick", "ham", "more", "stead", "ridge", "shaw", "land", "cott", "bury",
+                        "hurst", "mont", "stock", "wright", "gate")]
+
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]
+YEARS = range(1900, 2100)  # 200 years x 12 months x 28 days, paper §2
+DAYS = range(1, 29)
+
+CITIES = """New York, NY|Los Angeles, CA|Chicago, IL|Houston, TX|Phoenix, AZ|Philadelphia, PA|San Antonio, TX|San Diego, CA|
+Dallas, TX|San Jose, CA|Austin, TX|Jacksonville, FL|Fort Worth, TX|Columbus, OH|Charlotte, NC|San Francisco, CA|
+Indianapolis, IN|Seattle, WA|Denver, CO|Boston, MA|El Paso, TX|Nashville, TN|Detroit, MI|Oklahoma City, OK|Portland, OR|
+Las Vegas, NV|Memphis, TN|Louisville, KY|Baltimore, MD|Milwaukee, WI|Albuquerque, NM|Tucson, AZ|Fresno, CA|Mesa, AZ|
+Sacramento, CA|Atlanta, GA|Kansas City, MO|Colorado Springs, CO|Omaha, NE|Raleigh, NC|Miami, FL|Long Beach, CA|
+Virginia Beach, VA|Oakland, CA|Minneapolis, MN|Tulsa, OK|Tampa, FL|Arlington, TX|New Orleans, LA|Wichita, KS|
+Cleveland, OH|Bakersfield, CA|Aurora, CO|Anaheim, CA|Honolulu, HI|Santa Ana, CA|Riverside, CA|Corpus Christi, TX|
+Lexington, KY|Stockton, CA|Henderson, NV|Saint Paul, MN|Cincinnati, OH|Pittsburgh, PA|Greensboro, NC|Anchorage, AK|
+Plano, TX|Lincoln, NE|Orlando, FL|Irvine, CA|Newark, NJ|Toledo, OH|Durham, NC|Chula Vista, CA|Fort Wayne, IN|
+Jersey City, NJ|Saint Petersburg, FL|Laredo, TX|Madison, WI|Chandler, AZ|Buffalo, NY|Lubbock, TX|Scottsdale, AZ|Reno, NV|
+Glendale, AZ|Gilbert, AZ|Norfolk, VA|Chesapeake, VA|Garland, TX|Irving, TX|Hialeah, FL|Fremont, CA|Boise, ID|
+Richmond, VA|Baton Rouge, LA|Spokane, WA|Des Moines, IA|Tacoma, WA|San Bernardino, CA|Modesto, CA|Fontana, CA|
+Santa Clarita, CA|Birmingham, AL|Oxnard, CA|Fayetteville, NC|Moreno Valley, CA|Rochester, NY|Huntington Beach, CA|
+Salt Lake City, UT|Grand Rapids, MI|Amarillo, TX|Yonkers, NY|Montgomery, AL|Akron, OH|Little Rock, AR|Huntsville, AL|
+Augusta, GA|Columbus, GA|Grand Prairie, TX|Shreveport, LA|Overland Park, KS|Tallahassee, FL|Mobile, AL|Knoxville, TN|
+Worcester, MA|Providence, RI|Fort Lauderdale, FL|Chattanooga, TN|Tempe, AZ|Brownsville, TX|Cape Coral, FL|Eugene, OR|
+Salem, OR|Sioux Falls, SD|Springfield, MO|Peoria, IL|Pasadena, CA|Savannah, GA|Syracuse, NY|Hartford, CT|Dayton, OH|
+Alexandria, VA|Lakewood, CO|Fort Collins, CO|Naperville, IL|Rockford, IL|Joliet, IL|Paterson, NJ|Bridgeport, CT|
+Springfield, IL|Kansas City, KS|Topeka, KS|Cedar Rapids, IA|Waco, TX|Charleston, SC|Columbia, SC|Athens, GA|Ann Arbor, MI|
+Berkeley, CA|Boulder, CO|Princeton, NJ|Cambridge, MA|New Haven, CT|Ithaca, NY|Burlington, VT|Portland, ME|Manchester, NH|
+Wilmington, DE|Charleston, WV|Billings, MT|Fargo, ND|Cheyenne, WY|Santa Fe, NM|Juneau, AK|Bismarck, ND|Helena, MT|
+Olympia, WA|Concord, NH|Montpelier, VT|Annapolis, MD|Dover, DE|Trenton, NJ|Albany, NY|Harrisburg, PA|Lansing, MI|
+Jackson, MS|Frankfort, KY|Pierre, SD|Carson City, NV|Duluth, MN|Green Bay, WI|Erie, PA|Allentown, PA|Scranton, PA|
+Lancaster, PA|Flint, MI|Kalamazoo, MI|Evansville, IN|South Bend, IN|Bloomington, IN""".replace("\n", "").split("|")
+
+# 300 institutions from 60 stems x 5 patterns; many share the prefix "University of" (paper §2).
+UNIVERSITY_STEMS = ("Alabama Arizona Arkansas California Colorado Connecticut Delaware Florida Georgia Idaho Illinois "
+                    "Indiana Iowa Kansas Kentucky Louisiana Maine Maryland Massachusetts Michigan Minnesota Mississippi "
+                    "Missouri Montana Nebraska Nevada Ohio Oklahoma Oregon Pennsylvania Tennessee Texas Utah Vermont "
+                    "Virginia Washington Wisconsin Wyoming Alder Birchwood Cedarbrook Dunmore Elmhurst Fairhaven "
+                    "Glenwood Harborview Ironwood Juniper Kingsbridge Lakeshore Maplewood Northgate Oakridge Pinecrest "
+                    "Quarry Riverside Silverlake Timberline Valleyview Westbrook").split()
+UNIVERSITIES = [p.format(s) for p in ("University of {}", "{} State University", "{} College",
+                                      "{} Institute of Technology", "{} University") for s in UNIVERSITY_STEMS]
+
+MAJORS = """Accounting|Aerospace Engineering|African Studies|Agricultural Science|Animal Science|Anthropology|Applied
+Mathematics|Archaeology|Architecture|Art History|Astronomy|Astrophysics|Biochemistry|Bioengineering|Bioinformatics|
+Biology|Biomedical Engineering|Botany|Business Administration|Chemical Engineering|Chemistry|Chinese Literature|Civil
+Engineering|Classics|Cognitive Science|Communications|Comparative Literature|Computer Engineering|Computer Science|
+Construction Management|Creative Writing|Criminology|Dance|Data Science|Dentistry|Earth Science|Ecology|Economics|
+Education|Electrical Engineering|English Literature|Environmental Science|Epidemiology|Ethnic Studies|Film Studies|
+Finance|Fine Arts|Food Science|Forensic Science|Forestry|French|Game Design|Genetics|Geography|Geology|German|Graphic
+Design|Health Sciences|History|Hospitality Management|Industrial Design|Industrial Engineering|Information Systems|
+International Relations|Journalism|Kinesiology|Linguistics|Management|Marine Biology|Marketing|Materials Science|
+Mathematics|Mechanical Engineering|Media Studies|Microbiology|Music|Neuroscience|Nuclear Engineering|
+Nursing|Nutrition|Oceanography|Petroleum Engineering|Pharmacology|Philosophy|Photography|Physics|Political Science|
+Psychology|Public Health|Public Policy|Religious Studies|Robotics|Social Work|Sociology|Software Engineering|Spanish|
+Statistics|Theater|Urban Planning|Zoology""".replace("\n", " ").split("|")
+MAJORS = [m.strip() for m in MAJORS]
+
+# 263 employers from 27 stems x 10 kinds (the first 263); each sits in one headquarters city. 36 of them (13.7%) share
+# one city, which is the majority-guess baseline for "company city" in paper §5.
+COMPANY_STEMS = ("Apex Bluewave Cobalt Driftwood Ember Falcon Granite Helix Indigo Jetstream Keystone Lumen Meridian "
+                 "Nimbus Orchid Pinnacle Quartz Redwood Summit Tidal Umbra Vertex Willow Xenon Yardley Zephyr Aurora").split()
+COMPANY_KINDS = ("Systems", "Labs", "Holdings", "Energy", "Foods", "Motors", "Health", "Media", "Logistics", "Capital")
+COMPANIES = [f"{s} {k}" for k in COMPANY_KINDS for s in COMPANY_STEMS][:263]
+MAJORITY_CITY_COMPANIES = 36
+
+
+def company_cities():
+    """Fixed company -> headquarters city table (independent of the user's seed)."""
+    rng = random.Random(263)
+    hub = CITIES[0]
+    others = [c for c in CITIES if c != hub]
+    order = list(range(len(COMPANIES)))
+    rng.shuffle(order)
+    table = {}
+    for rank, i in enumerate(order):
+        table[COMPANIES[i]] = hub if rank < MAJORITY_CITY_COMPANIES else rng.choice(others)
+    return table
+
+
+# Sentence templates. {S}: the subject (the full name, or the pronoun); {V}: the value; {P}: possessive pronoun;
+# {was} {is} {has}: verbs that agree with the subject ("they were"). bioknow's own wording, 42+ per attribute.
+TEMPLATES = {
+    "birth_date": """{S} {was} born on {V}.|{S} came into the world on {V}.|{S} {was} born on the date {V}.|
+{S} celebrates {P} birthday on {V}.|{S} entered this world on {V}.|{S} first saw daylight on {V}.|
+{S} {has} a birth date of {V}.|{S} {was} delivered into a loving family on {V}.|{S} arrived on {V}.|
+{S} marks {P} birthday each year on the anniversary of {V}.|{S} took {P} first breath on {V}.|
+{S} {was} welcomed into the world on {V}.|{S} {has} records showing a birth on {V}.|{S} began life on {V}.|
+{S} {was} born, according to records, on {V}.|{S} {has} always celebrated {V} as the day of birth.|
+{S} {was} a newborn on {V}.|{S} joined {P} family on {V}.|{S} made an entrance into the world on {V}.|
+{S} {was} brought into the world on {V}.|{S} {has} a birthday falling on {V}.|{S} {was} born early on {V}.|
+{S} counts {V} as {P} birthday.|{S} {was} born late in the day on {V}.|{S} first opened {P} eyes on {V}.|
+{S} {has} a birth certificate dated {V}.|{S} {was} born in the morning of {V}.|{S} started {P} journey on {V}.|
+{S} {was} born into a quiet household on {V}.|{S} {is} someone whose birthday is {V}.|
+{S} lists {V} as {P} date of birth.|{S} {was} born during the night of {V}.|{S} entered the world on {V}.|
+{S} {was} given life on {V}.|{S} {has} {V} as {P} birthday.|{S} {was} born on a cold {V}.|
+{S} {was} born on a sunny {V}.|{S} {has} celebrated a birthday every {V} since then.|
+{S} {was} born healthy on {V}.|{S} began {P} story on {V}.|{S} {was} born at home on {V}.|
+{S} {was} born in a small hospital on {V}.""",
+    "birth_city": """{S} {was} born in {V}.|{S} spent {P} early years in {V}.|{S} grew up in {V}.|
+{S} {has} roots in {V}.|{S} calls {V} {P} hometown.|{S} {was} raised in {V}.|{S} hails from {V}.|
+{S} spent {P} childhood in {V}.|{S} came from {V}.|{S} {was} a native of {V}.|{S} {is} originally from {V}.|
+{S} began life in {V}.|{S} took {P} first steps in {V}.|{S} {was} brought up in {V}.|{S} lived as a child in {V}.|
+{S} first called {V} home.|{S} {was} born and raised in {V}.|{S} {has} fond memories of {V}, {P} birthplace.|
+{S} {is} a proud native of {V}.|{S} owes {P} accent to {V}.|{S} {was} welcomed to the world in {V}.|
+{S} {was} delivered in a hospital in {V}.|{S} {has} a birthplace of {V}.|{S} first saw the sky over {V}.|
+{S} {was} born in the city of {V}.|{S} spent {P} youth in {V}.|{S} {was} a child of {V}.|
+{S} learned to walk in {V}.|{S} {has} family ties to {V}, where the birth took place.|
+{S} {was} born in a neighborhood of {V}.|{S} grew up on the streets of {V}.|{S} claims {V} as {P} birthplace.|
+{S} {has} {V} listed as {P} place of birth.|{S} {was} born to a family in {V}.|{S} started out in {V}.|
+{S} {was} born near downtown {V}.|{S} {has} always loved {V}, the city of {P} birth.|{S} spent {P} first years in {V}.|
+{S} {was} born and spent {P} early youth in {V}.|{S} comes from the town of {V}.|
+{S} {was} raised by {P} parents in {V}.|{S} remembers a childhood in {V}.""",
+    "university": """{S} studied at {V}.|{S} graduated from {V}.|{S} attended {V}.|{S} {was} a student at {V}.|
+{S} received an education at {V}.|{S} enrolled at {V}.|{S} earned a degree from {V}.|{S} {is} an alumnus of {V}.|
+{S} completed {P} studies at {V}.|{S} spent {P} college years at {V}.|{S} pursued higher education at {V}.|
+{S} {was} admitted to {V}.|{S} took classes at {V}.|{S} {has} a diploma from {V}.|{S} went to college at {V}.|
+{S} {was} educated at {V}.|{S} {was} trained at {V}.|{S} chose {V} for {P} studies.|{S} spent four years at {V}.|
+{S} {has} fond memories of studying at {V}.|{S} {was} a proud member of the class at {V}.|
+{S} finished {P} education at {V}.|{S} {was} accepted into {V}.|{S} received academic training at {V}.|
+{S} {is} a graduate of {V}.|{S} studied hard at {V}.|{S} {was} a scholar at {V}.|{S} went on to attend {V}.|
+{S} sharpened {P} mind at {V}.|{S} earned {P} diploma at {V}.|{S} {was} a dedicated student at {V}.|
+{S} spent {P} student days at {V}.|{S} continued {P} education at {V}.|{S} completed a degree program at {V}.|
+{S} joined the student body of {V}.|{S} {has} an education from {V}.|{S} {was} enrolled in courses at {V}.|
+{S} lived on campus at {V}.|{S} did {P} undergraduate work at {V}.|{S} {was} schooled at {V}.|
+{S} received a scholarship to {V}.|{S} gained knowledge at {V}.""",
+    "major": """{S} majored in {V}.|{S} focused on {V}.|{S} studied {V}.|{S} specialized in {V}.|
+{S} earned a degree in {V}.|{S} chose to study {V}.|{S} concentrated on {V}.|{S} pursued a degree in {V}.|
+{S} {was} passionate about {V}.|{S} completed coursework in {V}.|{S} {has} a background in {V}.|
+{S} devoted {P} studies to {V}.|{S} {was} trained in {V}.|{S} dedicated {P} time to {V}.|{S} explored {V}.|
+{S} {was} a student of {V}.|{S} picked {V} as {P} field.|{S} received a diploma in {V}.|{S} took up {V}.|
+{S} {has} expertise in {V}.|{S} developed a deep interest in {V}.|{S} wrote a thesis in {V}.|
+{S} {was} an undergraduate in {V}.|{S} learned the foundations of {V}.|{S} graduated with a focus on {V}.|
+{S} spent years studying {V}.|{S} {was} drawn to {V}.|{S} {has} an academic background in {V}.|
+{S} declared a major in {V}.|{S} built {P} career foundations in {V}.|{S} {was} fascinated by {V}.|
+{S} obtained a degree in {V}.|{S} did coursework focused on {V}.|{S} {is} well versed in {V}.|
+{S} followed {P} interest in {V}.|{S} enrolled in the program for {V}.|{S} {was} educated in {V}.|
+{S} mastered {V}.|{S} excelled in {V}.|{S} dove into {V}.|{S} earned honors in {V}.|{S} {has} a passion for {V}.""",
+    "company": """{S} worked for {V}.|{S} {was} employed by {V}.|{S} accepted a position at {V}.|
+{S} joined {V}.|{S} {has} a job at {V}.|{S} built a career at {V}.|{S} {was} hired by {V}.|{S} took a role at {V}.|
+{S} {was} on the staff of {V}.|{S} spent {P} career at {V}.|{S} worked as an employee of {V}.|
+{S} {was} a member of the team at {V}.|{S} contributed to {V}.|{S} found work at {V}.|{S} served at {V}.|
+{S} {was} recruited by {V}.|{S} signed on with {V}.|{S} {has} been with {V} for years.|{S} earned a living at {V}.|
+{S} {was} an employee at {V}.|{S} held a position at {V}.|{S} landed a job with {V}.|{S} went to work for {V}.|
+{S} {was} part of {V}.|{S} {has} worked hard at {V}.|{S} started working at {V}.|{S} began a career with {V}.|
+{S} {was} on the payroll of {V}.|{S} worked full time at {V}.|{S} took a job at {V}.|{S} {was} a staff member at {V}.|
+{S} devoted {P} working life to {V}.|{S} secured employment with {V}.|{S} {was} a valued worker at {V}.|
+{S} spent long hours at {V}.|{S} {has} a career at {V}.|{S} earned promotions at {V}.|{S} {was} employed at {V}.|
+{S} collaborated with colleagues at {V}.|{S} {was} offered a role at {V}.|{S} worked at {V}.|
+{S} made a career with {V}.""",
+    "company_city": """{S} worked in {V}.|{S} {was} employed in {V}.|{S} moved to {V} for work.|
+{S} took a job in {V}.|{S} commuted to an office in {V}.|{S} {has} a workplace in {V}.|{S} relocated to {V}.|
+{S} settled in {V} for {P} career.|{S} spent {P} working years in {V}.|{S} {was} based in {V}.|
+{S} built {P} career in {V}.|{S} found work in {V}.|{S} {was} stationed in {V}.|{S} worked at an office in {V}.|
+{S} pursued {P} profession in {V}.|{S} {has} an office in {V}.|{S} reported to headquarters in {V}.|
+{S} {was} posted to {V}.|{S} earned a living in {V}.|{S} {was} working in {V}.|{S} spent weekdays in {V}.|
+{S} {has} worked for years in {V}.|{S} took up employment in {V}.|{S} {was} assigned to {V}.|
+{S} moved to {V} for a job.|{S} {was} a worker in {V}.|{S} spent {P} career in {V}.|{S} {has} a desk in {V}.|
+{S} went to work in {V}.|{S} {was} transferred to {V}.|{S} traveled daily to {V} for work.|
+{S} worked out of {V}.|{S} {was} employed at the headquarters in {V}.|{S} {has} made a career in {V}.|
+{S} started a job in {V}.|{S} {was} hired to work in {V}.|{S} kept an office in {V}.|{S} made a living in {V}.|
+{S} {was} a professional in {V}.|{S} worked long hours in {V}.|{S} spent {P} days working in {V}.|
+{S} {was} employed full time in {V}.""",
+}
+TEMPLATES = {k: [t.strip() for t in v.replace("\n", "").split("|")] for k, v in TEMPLATES.items()}
+
+# QA prompts, paper §3 (the question, then a new line and "Answer: VALUE.").
+QUESTIONS = {
+    "birth_date": "What is the birth date of {N}?",
+    "birth_city": "What is the birth city of {N}?",
+    "university": "Which university did {N} study?",
+    "major": "What major did {N} study?",
+    "company": "Which company did {N} work for?",
+    "company_city": "Where did {N} work?",
+}
+
+# The paper's numbers (PAPER.md §5), for the report: P_test QA accuracy, mean then the six attributes.
+PAPER_QA = {
+    ("single", "qa_finetune"): [9.7, 33.5, 6.3, 2.3, 4.0, 1.1, 13.8],
+    ("multi5+permute+fullname", "qa_finetune"): [96.2, 100, 98.7, 90.6, 97.9, 93.7, 99.0],
+    ("single", "mixed"): [86.6, 96.1, 97.4, 90.1, 94.8, 88.8, 53.4],
+}
+
+VERSION = "0.1.0"
+VARIANTS = _variants()
+VOCAB = build_vocab()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Tests for bioknow.py, in the file's order: config, data, tokenizer, model, training, QA finetuning and evaluation,
+command line, and one end-to-end run that must show the paper's headline gap at toy scale."""
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+import bioknow as bk
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def cli(*args, check=True):
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "bioknow.py"), *args, "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bioknow {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def people():
+    return bk.sample_people(3000, seed=1)
+
+
+# --- config
+
+def test_presets_resolve_and_flags_override():
+    cfg = bk.resolve_config("paper")
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size, cfg.steps) == (12, 12, 768, 512, 96,
+                                                                                                   80_000)
+    assert (cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.warmup_steps, cfg.rotary_frac) == (1e-3, 0.1, 1e-6, 1000, 0.25)
+    ft = bk.resolve_config("paper", "finetune")
+    assert (ft.lr, ft.weight_decay, ft.batch_size, ft.steps, ft.warmup_steps) == (3e-4, 0.01, 48, 50_000, 0)
+    assert bk.resolve_config("paper", n_layer=2, lr=5e-4).n_layer == 2
+    assert bk.resolve_config("paper", passes=3.0).steps == 0  # an explicit --passes beats the preset's steps
+    with pytest.raises(bk.UserError):
+        bk.resolve_config("nope")
+
+
+# --- data
+
+def test_people_unique_and_in_domain(people):
+    assert len({p["name"] for p in people}) == len(people)
+    hq = bk.company_cities()
+    for p in people:
+        assert p["name"] == f"{p['first_name']} {p['middle_name']} {p['last_name']}"
+        month, day, year = p["birth_date"].replace(",", "").split()
+        assert month in bk.MONTHS and 1 <= int(day) <= 28 and 1900 <= int(year) <= 2099
+        assert p["birth_city"] in bk.CITIES and p["university"] in bk.UNIVERSITIES and p["major"] in bk.MAJORS
+        assert p["company_city"] == hq[p["company"]] and p["pronoun"] in ("he", "she", "they")
+    assert Counter(p["split"] for p in people) == {"train": 1500, "test": 1500}
+
+
+def test_pool_and_domain_sizes():
+    sizes = [len(set(x)) for x in (bk.FIRST_NAMES, bk.MIDDLE_NAMES, bk.LAST_NAMES, bk.CITIES, bk.UNIVERSITIES,
+                                   bk.MAJORS, bk.COMPANIES)]
+    assert sizes == [400, 400, 1000, 200, 300, 100, 263]
+    assert all(len(t) >= 40 for t in bk.TEMPLATES.values())
+    top = Counter(bk.company_cities().values()).most_common(1)[0][1]
+    assert round(100 * top / 263, 1) == 13.7  # the majority-guess baseline of paper §5
+
+
+def test_bad_people_counts():
+    for n in (0, -3, 400 * 400 * 1000 + 1):
+        with pytest.raises(bk.UserError):
+            bk.sample_people(n, 0)
+
+
+@pytest.mark.parametrize("spec,expect", [
+    ("single", dict(multi=1, single=True, permute=0, fullname=False)),
+    ("single+permute2+fullname", dict(multi=1, single=True, permute=2, fullname=True)),
+    ("multi5+permute", dict(multi=5, single=False, permute=1, fullname=False)),
+    ("multi2+fullname", dict(multi=2, single=False, permute=0, fullname=True)),
+])
+def test_parse_aug(spec, expect):
+    assert bk.parse_aug(spec) == expect
+
+
+@pytest.mark.parametrize("spec", ["multi0", "permute-1", "single+multi5", "single+permute", "multi5+permute2",
+                                  "single+fullname+fullname", "double", "single+permute0", ""])
+def test_parse_aug_rejects(spec):
+    with pytest.raises(bk.UserError):
+        bk.parse_aug(spec)
+
+
+def sentences(text):
+    return [s for s in text.split(". ")]
+
+
+def test_single_has_name_once_then_pronouns(people):
+    import random
+    p = people[0]
+    (entry,) = bk.biographies(p, bk.parse_aug("single"), random.Random(0))
+    assert entry.count(p["name"]) == 1 and entry.startswith(p["name"])
+    for a in bk.ATTRIBUTES:
+        assert p[a] in entry
+    # fixed order: birth date, birth city, university, major, company, company city
+    positions = [entry.index(p[a]) for a in bk.ATTRIBUTES[:5]]
+    assert positions == sorted(positions)
+
+
+def test_fullname_puts_name_in_every_sentence(people):
+    import random
+    p = people[1]
+    (entry,) = bk.biographies(p, bk.parse_aug("single+fullname"), random.Random(0))
+    assert entry.count(p["name"]) == 6
+
+
+def test_permute_shuffles_same_sentences(people):
+    import random
+    p = next(p for p in people if p["pronoun"] != "they")  # "they" changes the verb ("they were")
+    entries = bk.biographies(p, bk.parse_aug("single+permute5"), random.Random(3))
+    assert len(entries) == 5
+
+    def neutral(e):  # the same six sentences up to where the name goes
+        subject = bk.PRONOUNS[p["pronoun"]][0]
+        return sorted(s.replace(p["name"], subject).rstrip(".") for s in sentences(e))
+    assert all(neutral(e) == neutral(entries[0]) for e in entries)
+    assert len({e for e in entries}) > 1 and all(e.startswith(p["name"]) for e in entries)
+
+
+def test_multi_resamples_templates(people):
+    import random
+    p = people[3]
+    entries = bk.biographies(p, bk.parse_aug("multi5"), random.Random(0))
+    assert len(entries) == 5 and len(set(entries)) == 5
+    assert all(e.startswith(p["name"]) and all(p[a] in e for a in bk.ATTRIBUTES) for e in entries)
+
+
+def test_generate_files_and_determinism(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        bk.generate(str(d), 60, "multi2+permute+fullname", seed=7, quiet=True)
+    for name in ("people.jsonl", "bios.jsonl", "qa.jsonl", "vocab.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    data = bk.load_data(str(a))
+    assert len(data["bios"]) == 120 and len(data["qa"]) == 360
+    by_id = {p["id"]: p for p in data["people"]}
+    for r in data["qa"]:
+        assert r["answer"] == by_id[r["id"]][r["attribute"]] and r["split"] == by_id[r["id"]]["split"]
+        assert by_id[r["id"]]["name"] in r["question"]
+    for b_ in data["bios"]:
+        assert all(by_id[b_["id"]][k] in b_["text"] for k in bk.ATTRIBUTES)
+
+
+def test_generate_refuses_nonempty_out(tmp_path):
+    (tmp_path / "x").write_text("keep me")
+    with pytest.raises(bk.UserError):
+        bk.generate(str(tmp_path), 10, "single", quiet=True)
+    assert (tmp_path / "x").read_text() == "keep me"
+
+
+# --- tokenizer
+
+def test_tokenizer_round_trip(tmp_path):
+    bk.generate(str(tmp_path / "d"), 200, "multi2+permute+fullname", seed=0, quiet=True)
+    data = bk.load_data(str(tmp_path / "d"))
+    tok = bk.Tokenizer(data["vocab"])
+    texts = [b["text"] for b in data["bios"]] + [bk.qa_text(r["question"], r["answer"]) for r in data["qa"]]
+    for t in texts:
+        assert tok.decode(tok.encode(t)) == t
+    for p in data["people"]:  # name parts are single tokens
+        assert len(tok.encode(p["name"])) == 3
+
+
+def test_unknown_word_is_user_error():
+    with pytest.raises(bk.UserError):
+        bk.Tokenizer(bk.VOCAB).encode("Zyzzyva")
+
+
+# --- model
+
+def tiny_model(**kw):
+    torch.manual_seed(0)
+    cfg = bk.Config(n_layer=2, n_head=2, n_embd=32, block_size=32, **kw)
+    return bk.GPT(cfg, 50).eval(), cfg
+
+
+def test_causality():
+    model, _ = tiny_model()
+    x = torch.randint(0, 50, (2, 16))
+    y = x.clone()
+    y[:, 10:] = (y[:, 10:] + 7) % 50
+    with torch.no_grad():
+        a, b = model(x)[0], model(y)[0]
+    assert torch.allclose(a[:, :10], b[:, :10], atol=1e-6)
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_rotary_scores_depend_on_relative_position_only():
+    cos, sin = bk.rotary_tables(head_dim=16, rotary_frac=0.25, base=10000.0, length=64)
+    assert cos.shape == (64, 4)  # rotary on 1/4 of the head
+    q, k = torch.randn(16), torch.randn(16)
+
+    def score(m, n):
+        rq = bk.apply_rotary(q.view(1, 1, 1, 16).expand(1, 1, 64, 16), cos, sin)[0, 0, m]
+        rk = bk.apply_rotary(k.view(1, 1, 1, 16).expand(1, 1, 64, 16), cos, sin)[0, 0, n]
+        return (rq @ rk).item()
+    assert score(5, 2) == pytest.approx(score(40, 37), abs=1e-4)
+    assert score(5, 2) != pytest.approx(score(5, 4), abs=1e-4)
+    rotated = bk.apply_rotary(q.view(1, 1, 1, 16).expand(1, 1, 64, 16), cos, sin)
+    assert torch.equal(rotated[..., 4:], q[4:].expand(1, 1, 64, 12))  # the other 3/4 pass through
+
+
+# --- training
+
+def test_packed_stream_has_no_padding_and_every_entry():
+    entries = [np.array([0] + [i + 1] * (3 + i % 4)) for i in range(20)]
+    stream = bk.PackedStream(entries, block_size=8, rng=np.random.default_rng(0))
+    w = stream.windows(30)
+    assert w.shape == (30, 9)
+    flat = np.concatenate([w[0]] + [r[1:] for r in w[1:]])  # windows overlap by one token (stride T)
+    first_pass = flat[:sum(len(e) for e in entries)]
+    assert sorted(Counter(first_pass.tolist()).items()) == sorted(
+        Counter(np.concatenate(entries).tolist()).items())
+
+
+def test_augmented_data_gets_same_compute(tmp_path):
+    cfg = bk.resolve_config("tiny")
+    steps = {}
+    for aug in ("single", "multi5"):
+        bk.generate(str(tmp_path / aug), 100, aug, quiet=True)
+        data = bk.load_data(str(tmp_path / aug))
+        tok = bk.Tokenizer(data["vocab"])
+        tokens = sum(len(e) for e in bk.encode_entries([b["text"] for b in data["bios"]], tok))
+        steps[aug] = bk.pretraining_steps(cfg, data, tokens)
+    assert abs(steps["single"] - steps["multi5"]) <= max(1, 0.05 * steps["single"])
+
+
+def test_lr_schedule_warmup_then_cosine_to_tenth():
+    cfg = bk.Config(lr=1e-3, warmup_steps=10, min_lr_frac=0.1)
+    assert bk.lr_at(0, 100, cfg) == pytest.approx(1e-4)
+    assert bk.lr_at(9, 100, cfg) == pytest.approx(1e-3)
+    assert bk.lr_at(100, 100, cfg) == pytest.approx(1e-4)
+
+
+# --- QA finetuning and evaluation
+
+def test_answer_only_loss_mask():
+    tok = bk.Tokenizer(bk.VOCAB)
+    row = dict(question="What major did Alan Abbert Ashford study?", answer="Computer Science")
+    x, y = bk.qa_example(tok, row)
+    prompt_len = len(tok.encode(row["question"] + "\nAnswer:")) + 1
+    assert len(x) == len(y)
+    assert all(t == -1 for t in y[:prompt_len - 1])
+    assert [tok.vocab[t] for t in y[prompt_len - 1:]] == ["Computer", "Science", ".", bk.EOS]
+
+
+def test_exact_match():
+    eos = 0
+    assert bk.exact_match([5, 6, 7, eos, 9], [5, 6, 7], eos)
+    assert not bk.exact_match([5, 6, eos], [5, 6, 7], eos)  # partial answers do not count
+    assert not bk.exact_match([5, 6, 7, 8, eos], [5, 6, 7], eos)
+
+
+def test_value_positions_fixed_and_permuted(people):
+    import random
+    tok = bk.Tokenizer(bk.VOCAB)
+    for spec in ("single", "multi2+permute", "single+permute2+fullname"):
+        for p in people[:40]:
+            for entry in bk.biographies(p, bk.parse_aug(spec), random.Random(p["id"])):
+                ids = tok.encode(entry)
+                found = bk.value_positions(ids, p, tok)
+                assert set(found) == set(bk.ATTRIBUTES)
+                for a, i in found.items():
+                    assert ids[i:i + len(tok.encode(p[a]))] == tok.encode(p[a])
+
+
+# --- command line
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    for args in (["generate", "--out", str(tmp_path / "g"), "--aug", "multi0"],
+                 ["generate", "--out", str(tmp_path / "g"), "--people", "0"],
+                 ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")],
+                 ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), "--preset", "nope"]):
+        proc = cli(*args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+        assert not (tmp_path / "g").exists() and not (tmp_path / "r").exists()
+
+
+def test_every_subcommand_has_help():
+    for sub in ("generate", "train", "finetune", "eval", "reproduce"):
+        assert cli(sub, "--help").returncode == 0
+
+
+def test_tiny_end_to_end_cli(tmp_path):
+    d, r, q = str(tmp_path / "d"), str(tmp_path / "r"), str(tmp_path / "q")
+    cli("generate", "--out", d, "--people", "100", "--aug", "multi2+permute")
+    cli("train", "--data", d, "--out", r, "--preset", "tiny")
+    cli("finetune", "--run", r, "--data", d, "--out", q, "--preset", "tiny")
+    cli("eval", "--run", q, "--data", d, "--out", str(tmp_path / "e.json"))
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert set(result["qa_test"]) == set(bk.ATTRIBUTES) | {"mean"}
+    assert 0 <= result["qa_test"]["mean"] <= 100 and 0 <= result["bio_memorization"] <= 100
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["n_layer"] == 1 and cfg["seed"] == 0
+
+
+def test_checkpoint_refuses_other_vocabulary(tmp_path):
+    d, r = str(tmp_path / "d"), str(tmp_path / "r")
+    bk.generate(d, 40, "single", quiet=True)
+    bk.train(bk.resolve_config("tiny", steps=2), d, r, quiet=True)
+    vocab = json.loads(open(f"{d}/vocab.json").read())
+    with open(f"{d}/vocab.json", "w") as f:
+        json.dump(vocab[:-1], f)
+    with pytest.raises(bk.UserError, match="vocabulary"):
+        bk.load_checkpoint(r, vocab=bk.load_data(d)["vocab"])
