@@ -53,24 +53,24 @@ class UserError(Exception):
 @dataclass
 class Config:
     # data (generate)
-    people: int = 4000               # N, paper: 100,000
+    people: int = 1000               # N, paper: 100,000
     aug: str = "single"              # augmentation spec, e.g. multi5+permute+fullname (paper §2)
     # model (paper §4: GPT-2 with rotary on 1/4 of each head)
-    n_layer: int = 4
+    n_layer: int = 2
     n_head: int = 4
     n_embd: int = 128
-    block_size: int = 256
+    block_size: int = 128
     rotary_frac: float = 0.25
     rope_base: float = 10000.0
     # optimisation (paper §4: AdamW, warmup, cosine to lr/10)
-    batch_size: int = 16
-    lr: float = 1e-3
+    batch_size: int = 8
+    lr: float = 3e-3
     min_lr_frac: float = 0.1
     weight_decay: float = 0.1
     adam_eps: float = 1e-6
     grad_clip: float = 1.0
-    warmup_steps: int = 100
-    passes: float = 100.0            # budget in passes over bioS-single-sized data (finetune: epochs over P_train QA)
+    warmup_steps: int = 50
+    passes: float = 60.0            # budget in passes over bioS-single-sized data (finetune: epochs over P_train QA)
     steps: int = 0                   # if > 0, overrides passes
     mode: str = "bio"                # bio | mixed (paper §4 mixed training)
     qa_ratio: float = 0.8            # mixed: probability that a window is QA
@@ -85,8 +85,14 @@ class Config:
 
 PRESETS = {
     # the default: the headline comparison on a 2-core CPU within minutes (README: why these numbers)
-    "cpu": dict(finetune=dict(lr=1e-3, passes=3, batch_size=32, weight_decay=0.01, warmup_steps=0)),
-    # for tests: seconds
+    "cpu": dict(people=1000, n_layer=2, n_head=4, n_embd=128, block_size=128, batch_size=8, lr=3e-3,
+                warmup_steps=50, passes=60,
+                finetune=dict(lr=3e-4, passes=10, batch_size=32, weight_decay=0.01, warmup_steps=0)),
+    # the headline gap at toy scale, for the end-to-end test (a few minutes on 2 cores)
+    "toy": dict(people=300, n_layer=2, n_head=4, n_embd=128, block_size=128, batch_size=8, lr=3e-3,
+                warmup_steps=50, passes=60,
+                finetune=dict(lr=3e-4, passes=10, batch_size=32, weight_decay=0.01, warmup_steps=0)),
+    # for unit tests: seconds
     "tiny": dict(people=200, n_layer=1, n_head=2, n_embd=32, block_size=128, batch_size=8, passes=4,
                  warmup_steps=5, log_every=10, finetune=dict(lr=1e-3, passes=1, batch_size=16, weight_decay=0.01,
                                                              warmup_steps=0)),
@@ -240,10 +246,13 @@ def write_atomic(path, write):
 
 
 def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_text(path, text):
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
+            f.write(text)
     write_atomic(path, write)
 
 
@@ -437,6 +446,7 @@ class GPT(nn.Module):
     def hidden(self, idx):
         """Last-layer hidden states (after the final LayerNorm): what the probes read (paper §5)."""
         T = idx.shape[1]
+        assert T <= self.cos.shape[0], f"sequence of {T} tokens exceeds block_size {self.cos.shape[0]}"
         cos, sin = self.cos[:T], self.sin[:T]
         x = self.wte(idx)
         for block in self.blocks:
@@ -538,8 +548,9 @@ def maybe_compile(model, cfg, device):
     return torch.compile(model) if use else model
 
 
-def run_steps(model, cfg, device, total, next_batch, desc, quiet=False, log=None):
-    """The optimisation loop shared by pretraining and finetuning: next_batch(step) -> (x, y) with y = -1 ignored."""
+def run_steps(model, cfg, device, total, next_batch, desc, quiet=False, log=None, save=None):
+    """The optimisation loop shared by pretraining and finetuning: next_batch(step) -> (x, y) with y = -1 ignored;
+    save(step) writes a checkpoint every cfg.ckpt_every steps."""
     model.train()
     opt = make_optimizer(model, cfg, device)
     fwd = maybe_compile(model, cfg, device)
@@ -568,6 +579,8 @@ def run_steps(model, cfg, device, total, next_batch, desc, quiet=False, log=None
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")
             if log:
                 log(losses[-1])
+        if save and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < total:
+            save(step + 1)
     model.eval()
     return losses
 
@@ -579,8 +592,7 @@ def new_run_dir(out, force):
 
 
 def save_checkpoint(path, model, cfg, vocab, kind, **extra):
-    state = {k: v for k, v in model.state_dict().items()}
-    ckpt = dict(model=state, config=dataclasses.asdict(cfg), vocab=vocab, kind=kind, bioknow=VERSION, **extra)
+    ckpt = dict(model=model.state_dict(), config=dataclasses.asdict(cfg), vocab=vocab, kind=kind, bioknow=VERSION, **extra)
     write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
 
 
@@ -643,8 +655,10 @@ def train(cfg, data_dir, out, force=False, quiet=False):
                                                       steps_resolved=total, torch=torch.__version__,
                                                       bioknow=VERSION, commit=git_commit()))
     t0 = time.time()
-    losses = run_steps(model, cfg, device, total, next_batch, f"train {cfg.mode}", quiet, run_log(out))
-    save_checkpoint(os.path.join(out, "model.pt"), model, cfg, tok.vocab, "pretrain", steps=total)
+    ckpt = os.path.join(out, "model.pt")
+    losses = run_steps(model, cfg, device, total, next_batch, f"train {cfg.mode}", quiet, run_log(out),
+                       lambda step: save_checkpoint(ckpt, model, cfg, tok.vocab, "pretrain", steps=step))
+    save_checkpoint(ckpt, model, cfg, tok.vocab, "pretrain", steps=total)
     return model, dict(steps=total, final_loss=losses[-1]["loss"], minutes=(time.time() - t0) / 60)
 
 
@@ -714,9 +728,11 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False):
                                                       holdout_ids=sorted(held), torch=torch.__version__,
                                                       bioknow=VERSION, commit=git_commit()))
     t0 = time.time()
-    losses = run_steps(model, cfg, device, total, next_batch, "finetune", quiet, run_log(out))
-    save_checkpoint(os.path.join(out, "model.pt"), model, cfg, tok.vocab, "finetune", steps=total,
-                    holdout_ids=sorted(held))
+    ckpt = os.path.join(out, "model.pt")
+    losses = run_steps(model, cfg, device, total, next_batch, "finetune", quiet, run_log(out),
+                       lambda step: save_checkpoint(ckpt, model, cfg, tok.vocab, "finetune", steps=step,
+                                                    holdout_ids=sorted(held)))
+    save_checkpoint(ckpt, model, cfg, tok.vocab, "finetune", steps=total, holdout_ids=sorted(held))
     return model, dict(steps=total, final_loss=losses[-1]["loss"], minutes=(time.time() - t0) / 60,
                        holdout_ids=held)
 
@@ -793,7 +809,7 @@ def bio_memorization(model, tok, data, device, max_people=4000, batch_size=256):
     ids = sorted(first_entry)[:max_people]
     correct = {a: [] for a in ATTRIBUTES}
     for i in range(0, len(ids), batch_size):
-        seqs = [[tok.eos] + tok.encode(first_entry[j]) for j in ids[i:i + batch_size]]
+        seqs = [([tok.eos] + tok.encode(first_entry[j]))[:model.cos.shape[0]] for j in ids[i:i + batch_size]]
         T = max(len(s) for s in seqs)
         x = torch.tensor([s + [tok.eos] * (T - len(s)) for s in seqs])
         with autocast(device):
@@ -896,10 +912,38 @@ def report_markdown(result):
     return "\n".join(lines) + "\n"
 
 
+def mixed_sweep_markdown(path):
+    """A table of mixed-training runs (one JSON object a line, as `reproduce_row` returns plus the run's shape)."""
+    rows = read_jsonl(path)
+    lines = ["## Mixed training at larger budgets", "",
+             f"From `{os.path.basename(path)}` (raw numbers, one run a line). bioS single, mixed training from scratch; "
+             "P_test QA mean in %. Each line is `generate --people N --aug single` then `train --mode mixed` with "
+             "the flags shown (others as the `cpu` preset) and `eval`. Hardware and minutes as recorded in the file.", "",
+             "| people | layers x width | heads | rotary | passes | steps | lr | wd | QAr | batch | memorised | "
+             "P_train | P_test | minutes | hardware |", "|" + "---|" * 15]
+    for r in rows:
+        lines.append(f"| {r['people']} | {r['n_layer']}x{r['n_embd']} | {r['n_head']} | {r['rotary_frac']:g} | "
+                     f"{r['passes']:g} | {r['steps']} | "
+                     f"{r['lr']:g} | {r['weight_decay']:g} | {r['qa_ratio']:g} | {r['batch_size']} | "
+                     f"{r['bio_memorization']:.1f} | {r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
+                     f"{r['minutes']:.1f} | {r['hardware']} |")
+    return "\n".join(lines) + "\n"
+
+
 def hardware_name(device):
     if device == "cuda":
         return torch.cuda.get_device_name(0)
     return f"{device}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def write_report(result, out):
+    """REPORT.md from a reproduce result, plus the mixed-training sweep if OUT/mixed_sweep.jsonl is there."""
+    markdown = report_markdown(result)
+    sweep = os.path.join(out, "mixed_sweep.jsonl")
+    if os.path.isfile(sweep):  # kept beside the report: the scale at which mixed training starts to work
+        markdown += "\n" + mixed_sweep_markdown(sweep)
+    write_text(os.path.join(out, "REPORT.md"), markdown)
+    print(markdown)
 
 
 def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet=False, rows=REPRODUCE_ROWS):
@@ -918,9 +962,7 @@ def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet
               f"({row['minutes']:.1f} min)", flush=True)
     result["minutes"] = round((time.time() - t0) / 60, 2)
     write_json(os.path.join(out, "reproduce.json"), result)
-    markdown = report_markdown(result)
-    write_atomic(os.path.join(out, "REPORT.md"), lambda tmp: open(tmp, "w").write(markdown))
-    print(markdown)
+    write_report(result, out)
     return result
 
 
@@ -992,6 +1034,12 @@ def cmd_eval(args):
 
 
 def cmd_reproduce(args):
+    if args.report_only:
+        path = os.path.join(args.out, "reproduce.json")
+        if not os.path.isfile(path):
+            raise UserError(f"--report-only: no {path} (run reproduce first)")
+        with open(path) as f:
+            return write_report(json.load(f), args.out)
     reproduce(args.preset, args.seed, args.out, args.device, args.quiet)
 
 
@@ -1033,6 +1081,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results")
     p.add_argument("--device", default="auto")
+    p.add_argument("--report-only", action="store_true", help="rewrite OUT/REPORT.md from OUT/reproduce.json")
     p.set_defaults(func=cmd_reproduce)
 
     for p in sub.choices.values():

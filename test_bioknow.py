@@ -312,3 +312,16 @@ def test_checkpoint_refuses_other_vocabulary(tmp_path):
         json.dump(vocab[:-1], f)
     with pytest.raises(bk.UserError, match="vocabulary"):
         bk.load_checkpoint(r, vocab=bk.load_data(d)["vocab"])
+
+
+# --- the science: the headline gap must survive every change (toy scale, a few minutes on 2 cores)
+
+def test_headline_gap_single_low_augmented_high(tmp_path):
+    """bioS single is memorised yet not extractable; multi5+permute+fullname with the same compute is (paper §5)."""
+    rows = {s: bk.reproduce_row(s, "qa_finetune", "toy", 0, "cpu", str(tmp_path), quiet=True)
+            for s in ("single", "multi5+permute+fullname")}
+    single, augmented = rows["single"], rows["multi5+permute+fullname"]
+    assert single["bio_memorization_min"] >= 90, single["bio_memorization_per_attribute"]
+    assert single["qa_test"]["mean"] <= 20, single["qa_test"]
+    assert augmented["qa_test"]["mean"] >= 50, augmented["qa_test"]
+    assert augmented["qa_test"]["mean"] - single["qa_test"]["mean"] >= 35
