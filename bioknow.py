@@ -291,6 +291,11 @@ def generate(out, people=Config.people, aug="single", seed=0, force=False, quiet
     return meta
 
 
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def read_jsonl(path):
     rows = []
     with open(path) as f:
@@ -309,10 +314,7 @@ def load_data(data_dir):
     for name in ("people.jsonl", "bios.jsonl", "qa.jsonl", "meta.json", "vocab.json"):
         if not os.path.isfile(f"{data_dir}/{name}"):
             raise UserError(f"data directory {data_dir} lacks {name}")
-    with open(f"{data_dir}/meta.json") as f:
-        meta = json.load(f)
-    with open(f"{data_dir}/vocab.json") as f:
-        vocab = json.load(f)
+    meta, vocab = read_json(f"{data_dir}/meta.json"), read_json(f"{data_dir}/vocab.json")
     people = read_jsonl(f"{data_dir}/people.jsonl")
     if not people:
         raise UserError(f"{data_dir}/people.jsonl is empty")
@@ -861,7 +863,7 @@ def reproduce_row(setting, method, preset, seed, device, work, quiet=False, trai
     data_dir = os.path.join(work, f"data-{setting}")
     meta_path = os.path.join(data_dir, "meta.json")
     wanted = dict(people=base.people, aug=setting, seed=seed)
-    if not os.path.isfile(meta_path) or any(json.load(open(meta_path)).get(k) != v for k, v in wanted.items()):
+    if not os.path.isfile(meta_path) or any(read_json(meta_path).get(k) != v for k, v in wanted.items()):
         generate(data_dir, base.people, setting, seed, force=True, quiet=quiet)
     data = load_data(data_dir)
     run = os.path.join(work, f"{setting}-{method}")
@@ -907,8 +909,12 @@ def report_markdown(result):
         ok = meets_threshold(row)
         lines.append(f"| {row['setting']} {row['method']} | {THRESHOLDS.get(key, '')} | "
                      f"{'yes' if ok else 'NO' if ok is False else ''} | {row['minutes']:.1f} |")
-    if result.get("notes"):
-        lines += ["", *result["notes"]]
+    for row in result["rows"]:
+        if meets_threshold(row) is False:
+            lines += ["", f"**Not reproduced at this preset:** {row['setting']} {row['method']} should show "
+                          f"{THRESHOLDS[(row['setting'], row['method'])]}; it shows P_test {row['qa_test']['mean']:.1f} "
+                          f"with the biographies {row['bio_memorization']:.1f}% memorised (min "
+                          f"{row['bio_memorization_min']:.1f}). The README's errata say what was tried."]
     return "\n".join(lines) + "\n"
 
 
@@ -1038,8 +1044,7 @@ def cmd_reproduce(args):
         path = os.path.join(args.out, "reproduce.json")
         if not os.path.isfile(path):
             raise UserError(f"--report-only: no {path} (run reproduce first)")
-        with open(path) as f:
-            return write_report(json.load(f), args.out)
+        return write_report(read_json(path), args.out)
     reproduce(args.preset, args.seed, args.out, args.device, args.quiet)
 
 
