@@ -844,6 +844,36 @@ THRESHOLDS = {
 }
 
 
+# The mixed-training sweep of REPORT.md (`reproduce --table mixed-sweep`): bioS single, mixed training, each line a
+# set of overrides of the cpu preset. Passes and width are the levers; hours on a CPU, minutes on a GPU.
+MIXED_SWEEP = [dict(people=n, passes=p, **kw) for n, p, kw in [
+    (500, 200, {}), (500, 400, {}), (1000, 100, {}), (1000, 200, {}), (1000, 400, {}), (2000, 200, {}),
+    (4000, 200, {}), (8000, 100, {}), (1000, 100, dict(n_layer=1)), (1000, 200, dict(n_layer=4)),
+    (2000, 200, dict(n_layer=4)), (1000, 100, dict(n_embd=192)), (1000, 100, dict(n_embd=256, lr=2e-3)),
+    (2000, 200, dict(n_embd=256, lr=2e-3)), (1000, 100, dict(n_head=2)), (1000, 100, dict(n_head=8)),
+    (1000, 100, dict(rotary_frac=1.0)), (1000, 100, dict(lr=6e-3)), (1000, 100, dict(lr=1e-2, warmup_steps=100)),
+    (2000, 200, dict(lr=1e-3)), (1000, 100, dict(weight_decay=0.0)), (1000, 100, dict(weight_decay=0.5)),
+    (1000, 100, dict(batch_size=4, lr=2e-3)), (1000, 100, dict(qa_ratio=0.5))]]
+
+
+def mixed_sweep(preset, seed, out, device, quiet=False):
+    """Run MIXED_SWEEP, appending one JSON line a run to OUT/mixed_sweep.jsonl (the rows REPORT.md tabulates)."""
+    os.makedirs(out, exist_ok=True)
+    path, hardware = os.path.join(out, "mixed_sweep.jsonl"), hardware_name(pick_device(device))
+    for overrides in tqdm(MIXED_SWEEP, desc="mixed sweep", disable=quiet):
+        cfg = resolve_config(preset, seed=seed, device=device, **overrides)
+        row = reproduce_row("single", "mixed", preset, seed, device, os.path.join(out, "work"), True, overrides)
+        line = dict({k: getattr(cfg, k) for k in ("people", "n_layer", "n_head", "n_embd", "passes", "lr",
+                                                  "batch_size", "block_size", "weight_decay", "qa_ratio",
+                                                  "rotary_frac")},
+                    steps=row["pretrain_steps"], bio_memorization=row["bio_memorization"], qa_train=row["qa_train"],
+                    qa_test=row["qa_test"], minutes=row["minutes"], hardware=hardware)
+        with open(path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        print(f"mixed {json.dumps(overrides)}: P_test {row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)",
+              flush=True)
+
+
 def meets_threshold(row):
     key = (row["setting"], row["method"])
     if key == ("single", "qa_finetune"):
@@ -923,8 +953,9 @@ def mixed_sweep_markdown(path):
     rows = read_jsonl(path)
     lines = ["## Mixed training at larger budgets", "",
              f"From `{os.path.basename(path)}` (raw numbers, one run a line). bioS single, mixed training from scratch; "
-             "P_test QA mean in %. Each line is `generate --people N --aug single` then `train --mode mixed` with "
-             "the flags shown (others as the `cpu` preset) and `eval`. Hardware and minutes as recorded in the file.", "",
+             "P_test QA mean in %. Regenerate with `python bioknow.py reproduce --table mixed-sweep` (the `MIXED_SWEEP` "
+             "list: overrides of the `cpu` preset), then `reproduce --report-only`. Hardware and minutes as recorded "
+             "in the file.", "",
              "| people | layers x width | heads | rotary | passes | steps | lr | wd | QAr | batch | memorised | "
              "P_train | P_test | minutes | hardware |", "|" + "---|" * 15]
     for r in rows:
@@ -1040,6 +1071,8 @@ def cmd_eval(args):
 
 
 def cmd_reproduce(args):
+    if args.table == "mixed-sweep":
+        return mixed_sweep(args.preset, args.seed, args.out, args.device, args.quiet)
     if args.report_only:
         path = os.path.join(args.out, "reproduce.json")
         if not os.path.isfile(path):
@@ -1087,6 +1120,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="results")
     p.add_argument("--device", default="auto")
     p.add_argument("--report-only", action="store_true", help="rewrite OUT/REPORT.md from OUT/reproduce.json")
+    p.add_argument("--table", choices=("headline", "mixed-sweep"), default="headline",
+                   help="headline: the three rows (default); mixed-sweep: append MIXED_SWEEP runs to "
+                        "OUT/mixed_sweep.jsonl (hours on a CPU), then rerun with --report-only")
     p.set_defaults(func=cmd_reproduce)
 
     for p in sub.choices.values():

@@ -325,3 +325,12 @@ def test_headline_gap_single_low_augmented_high(tmp_path):
     assert single["qa_test"]["mean"] <= 20, single["qa_test"]
     assert augmented["qa_test"]["mean"] >= 50, augmented["qa_test"]
     assert augmented["qa_test"]["mean"] - single["qa_test"]["mean"] >= 35
+
+
+def test_mixed_sweep_writes_rows_the_report_tabulates(tmp_path, monkeypatch):
+    monkeypatch.setattr(bk, "MIXED_SWEEP", [dict(people=40, passes=1), dict(people=40, passes=1, n_embd=64)])
+    bk.mixed_sweep("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    rows = bk.read_jsonl(str(tmp_path / "mixed_sweep.jsonl"))
+    assert [r["n_embd"] for r in rows] == [32, 64] and all(0 <= r["qa_test"]["mean"] <= 100 for r in rows)
+    table = bk.mixed_sweep_markdown(str(tmp_path / "mixed_sweep.jsonl"))
+    assert table.count("\n| 40 |") == 2
