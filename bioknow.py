@@ -112,9 +112,9 @@ def resolve_config(preset=DEFAULT_PRESET, stage="train", **overrides):
     values = {k: v for k, v in PRESETS[preset].items() if k != "finetune"}
     if stage == "finetune":
         values.update(PRESETS[preset].get("finetune", {}))
+    if overrides.get("passes") is not None and overrides.get("steps") is None:
+        values["steps"] = 0  # an explicit --passes wins over a preset's steps
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("steps") and "passes" in overrides and overrides["passes"] is not None:
-        values["steps"] = overrides.get("steps") or 0  # an explicit --passes wins over a preset's steps
     return Config(**values)
 
 
