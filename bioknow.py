@@ -8,6 +8,7 @@ data was augmented (several rephrasings, shuffled sentences, full names) or mixe
 
 Subcommands (each has --help):
     generate   write a bioS data directory: people, biographies, QA pairs, vocabulary
+    check      re-verify a data directory's invariants
     train      pretrain a GPT on the biographies (--mode bio) or on biographies + P_train QA (--mode mixed)
     finetune   QA-finetune a pretrained run on P_train questions (answer tokens only)
     eval       exact-match QA accuracy on P_train / P_test, and memorisation of the biographies
@@ -30,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,10 +78,11 @@ class Config:
     qa_ratio: float = 0.8            # mixed: probability that a window is QA
     holdout: float = 0.0             # finetune: fraction of P_train people held out to choose the recipe
     # run
+    preset: str = "cpu"              # the preset these values started from (recorded; set with --preset)
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | mps
     compile: str = "auto"            # auto (on for CUDA) | on | off
-    ckpt_every: int = 0              # steps between checkpoints (0: only at the end)
+    ckpt_every: int = 1000           # steps between checkpoints (0: only at the end); --resume continues from one
     log_every: int = 50
 
 
@@ -107,6 +110,7 @@ def resolve_config(preset=DEFAULT_PRESET, stage="train", **overrides):
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     values = {k: v for k, v in PRESETS[preset].items() if k != "finetune"}
+    values["preset"] = preset
     if stage == "finetune":
         values.update(PRESETS[preset].get("finetune", {}))
     if overrides.get("passes") is not None and overrides.get("steps") is None:
@@ -277,7 +281,7 @@ def generate(out, people=Config.people, aug="single", seed=0, force=False, quiet
                 write_jsonl(fq, qa_pairs(p))
         meta = dict(people=people, aug=aug, seed=seed, entries_per_person=spec["permute"] if spec["single"]
                     and spec["permute"] else spec["multi"], n_train=people // 2, n_test=people - people // 2,
-                    bioknow=VERSION, seconds=round(time.time() - t0, 2))
+                    bioknow=VERSION)  # no timings or paths: the same seed gives byte-identical files
         write_json(f"{tmp}/meta.json", meta)
         write_json(f"{tmp}/vocab.json", VOCAB)
         if os.path.exists(out):
@@ -285,12 +289,15 @@ def generate(out, people=Config.people, aug="single", seed=0, force=False, quiet
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return meta
+    return dict(meta, seconds=round(time.time() - t0, 2))
 
 
 def read_json(path):
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError:
+            raise UserError(f"{path}: corrupt JSON") from None
 
 
 def read_jsonl(path):
@@ -308,6 +315,8 @@ def load_data(data_dir):
     """Read a data directory into a dict; missing pieces are a user error, not a traceback."""
     if not os.path.isdir(data_dir):
         raise UserError(f"data directory {data_dir} does not exist (run `bioknow.py generate --out {data_dir}`)")
+    if not os.listdir(data_dir):
+        raise UserError(f"data directory {data_dir} is empty (run `bioknow.py generate --out {data_dir} --force`)")
     for name in ("people.jsonl", "bios.jsonl", "qa.jsonl", "meta.json", "vocab.json"):
         if not os.path.isfile(f"{data_dir}/{name}"):
             raise UserError(f"data directory {data_dir} lacks {name}")
@@ -316,7 +325,101 @@ def load_data(data_dir):
     if not people:
         raise UserError(f"{data_dir}/people.jsonl is empty")
     return dict(meta=meta, vocab=vocab, people=people, bios=read_jsonl(f"{data_dir}/bios.jsonl"),
-                qa=read_jsonl(f"{data_dir}/qa.jsonl"))
+                qa=read_jsonl(f"{data_dir}/qa.jsonl"), dir=data_dir)
+
+
+def check_data(data, full=True):
+    """The invariants of a data directory, as a list of problems (empty: fine). The structural part is cheap and runs
+    before every training run; full=True (`bioknow.py check DIR`) also reads every text: it must tokenize, mention
+    each of its person's six values, carry the full name as the augmentation says, and keep the fixed order unless
+    permuted."""
+    problems = []
+    meta, people = data["meta"], data["people"]
+    missing = [k for k in ("people", "aug", "entries_per_person", "n_train", "n_test") if k not in meta]
+    if missing:
+        return [f"meta.json lacks {', '.join(missing)}"]
+    try:
+        spec = parse_aug(meta["aug"])
+    except UserError as e:
+        return [f"meta.json: {e}"]
+    if not data["vocab"] or data["vocab"][0] != EOS or len(set(data["vocab"])) != len(data["vocab"]):
+        problems.append(f"vocab.json must list unique words with {EOS} first")
+    if len(people) != meta["people"]:
+        problems.append(f"people.jsonl has {len(people)} people, meta.json says {meta['people']}")
+    fields = ("id", "name", "pronoun", "split") + ATTRIBUTES
+    bad = [n for n, p in enumerate(people) if not isinstance(p, dict) or any(not p.get(k) and p.get(k) != 0
+                                                                              for k in fields)]
+    if bad:
+        return problems + [f"people.jsonl line {bad[0] + 1}: missing one of {', '.join(fields)} "
+                           f"({len(bad)} such people)"]
+    if [p["id"] for p in people] != list(range(len(people))):
+        problems.append("people.jsonl: ids are not 0, 1, 2, ... in order")
+    if len({p["name"] for p in people}) != len(people):
+        problems.append("people.jsonl: full names are not unique")
+    splits = Counter(p["split"] for p in people)
+    if (splits["train"], splits["test"]) != (meta["n_train"], meta["n_test"]):
+        problems.append(f"people.jsonl: {splits['train']} train / {splits['test']} test people, meta.json says "
+                        f"{meta['n_train']} / {meta['n_test']}")
+    by_id = {p["id"]: p for p in people}
+    entries = Counter(b.get("id") for b in data["bios"])
+    if set(entries) - set(by_id):
+        problems.append(f"bios.jsonl: {len(set(entries) - set(by_id))} ids that are not in people.jsonl")
+    wrong = [i for i in by_id if entries[i] != meta["entries_per_person"]]
+    if wrong:
+        problems.append(f"bios.jsonl: {len(wrong)} people (first: id {wrong[0]}) do not have "
+                        f"{meta['entries_per_person']} entries")
+    seen = Counter((r.get("id"), r.get("attribute")) for r in data["qa"])
+    if len(data["qa"]) != 6 * len(people) or any(n != 1 for n in seen.values()) or set(seen) != {
+            (i, a) for i in by_id for a in ATTRIBUTES}:
+        problems.append("qa.jsonl: must hold exactly one question per person and attribute")
+    bad_qa = [r for r in data["qa"] if r.get("id") in by_id and r.get("attribute") in ATTRIBUTES and (
+        r.get("answer") != by_id[r["id"]][r["attribute"]] or r.get("split") != by_id[r["id"]]["split"]
+        or by_id[r["id"]]["name"] not in r.get("question", ""))]
+    if bad_qa:
+        problems.append(f"qa.jsonl: {len(bad_qa)} questions whose name, answer or split disagree with people.jsonl "
+                        f"(first: id {bad_qa[0]['id']} {bad_qa[0]['attribute']})")
+    if full and not problems:
+        problems += check_texts(data, spec, by_id)
+    return problems
+
+
+def load_checked_data(data_dir):
+    """load_data plus the cheap part of check_data: what training runs before it starts."""
+    data = load_data(data_dir)
+    problems = check_data(data, full=False)
+    if problems:
+        raise UserError(f"{data_dir}: {problems[0]} (`bioknow.py check {data_dir}` lists every problem)")
+    return data
+
+
+def check_texts(data, spec, by_id):
+    """check_data's full part: every text, counted by kind of problem."""
+    tok, counts, first = Tokenizer(data["vocab"]), Counter(), {}
+
+    def problem(kind, id_):
+        counts[kind] += 1
+        first.setdefault(kind, id_)
+
+    for b in data["bios"]:
+        person, text = by_id[b["id"]], b.get("text", "")
+        try:
+            found = value_positions(tok.encode(text), person, tok)
+        except UserError:
+            problem("bios.jsonl: entries with words outside vocab.json", b["id"])
+            continue
+        if len(found) < 6:
+            problem("bios.jsonl: entries that do not mention all six values", b["id"])
+        elif not spec["permute"] and sorted(ATTRIBUTES, key=found.get) != list(ATTRIBUTES):
+            problem("bios.jsonl: entries not in the fixed attribute order", b["id"])
+        if text.count(person["name"]) != (6 if spec["fullname"] else 1):
+            where = "in every sentence" if spec["fullname"] else "once"
+            problem(f"bios.jsonl: entries that do not name their person {where}", b["id"])
+    for r in data["qa"]:
+        try:
+            tok.encode(r["question"] + " " + r["answer"])
+        except UserError:
+            problem("qa.jsonl: questions with words outside vocab.json", r["id"])
+    return [f"{kind}: {n} (first: id {first[kind]})" for kind, n in counts.items()]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -490,25 +593,33 @@ def encode_entries(texts, tok):
 
 
 class PackedStream:
-    """An endless stream of packed windows: each pass shuffles the entries and concatenates them; windows of T+1
-    tokens are cut with stride T, so no token is padding and an entry may run across two windows (as in the paper)."""
+    """An endless stream of packed windows. Pass k is every entry once, in an order drawn from (key, k), concatenated;
+    windows of T+1 tokens are cut with stride T, so no token is padding and an entry may run across two windows (as
+    in the paper). The whole state is `pos`, the tokens consumed: a checkpoint stores it, and seek(pos) rebuilds the
+    same stream on resume."""
 
-    def __init__(self, entries, block_size, rng):
-        self.entries, self.T, self.rng = entries, block_size, rng
-        self.buf, self.pos = np.zeros(0, dtype=np.int64), 0
+    def __init__(self, entries, block_size, key, pos=0):
+        self.entries, self.T, self.key = entries, block_size, list(key)
+        self.pass_len = sum(len(e) for e in entries)
+        self.seek(pos)
 
-    def _refill(self):
-        order = self.rng.permutation(len(self.entries))
-        self.buf = np.concatenate([self.buf[self.pos:]] + [self.entries[i] for i in order])
-        self.pos = 0
+    def pass_tokens(self, k):
+        order = np.random.default_rng(self.key + [k]).permutation(len(self.entries))
+        return np.concatenate([self.entries[i] for i in order])
+
+    def seek(self, pos):
+        k = pos // self.pass_len
+        self.pos, self.next_pass = pos, k + 1
+        self.buf = self.pass_tokens(k)[pos - k * self.pass_len:]  # starts at pos, ends where pass k ends
 
     def windows(self, n):
         out = np.empty((n, self.T + 1), dtype=np.int64)
         for i in range(n):
-            if self.pos + self.T + 1 > len(self.buf):
-                self._refill()
-            out[i] = self.buf[self.pos:self.pos + self.T + 1]
-            self.pos += self.T
+            while len(self.buf) < self.T + 1:
+                self.buf = np.concatenate([self.buf, self.pass_tokens(self.next_pass)])
+                self.next_pass += 1
+            out[i] = self.buf[:self.T + 1]
+            self.buf, self.pos = self.buf[self.T:], self.pos + self.T
         return out
 
 
@@ -547,14 +658,23 @@ def maybe_compile(model, cfg, device):
     return torch.compile(model) if use else model
 
 
-def run_steps(model, cfg, device, total, next_batch, desc, quiet=False, log=None, save=None):
-    """The optimisation loop shared by pretraining and finetuning: next_batch(step) -> (x, y) with y = -1 ignored;
-    save(step) writes a checkpoint every cfg.ckpt_every steps and at the end."""
+def run_steps(model, opt, cfg, device, start, total, next_batch, desc, quiet=False, log=None, save=None):
+    """The optimisation loop shared by pretraining and finetuning, from step `start` (0, or a checkpoint's) to
+    `total`: next_batch(step) -> (x, y) with y = -1 ignored; save(step) writes a checkpoint every cfg.ckpt_every
+    steps and at the end. A non-finite loss stops the run before anything after it is saved."""
     model.train()
-    opt = make_optimizer(model, cfg, device)
     fwd = maybe_compile(model, cfg, device)
-    t0, tokens, losses = time.time(), 0, []
-    bar = tqdm(range(total), desc=desc, unit="step", disable=quiet, mininterval=1)
+    first_bad = torch.full((), -1, device=device)  # first step with a non-finite loss; kept on the device: no sync
+    last_saved, t0, tokens, losses = start, time.time(), 0, []
+
+    def stop_if_diverged(step):
+        bad = int(first_bad)
+        if bad >= 0 or not all(bool(p.isfinite().all()) for p in model.parameters()):
+            kept = f"the last good checkpoint (step {last_saved}) is kept" if last_saved else "no checkpoint written"
+            raise UserError(f"non-finite loss at step {bad if bad >= 0 else step}: training stopped, {kept}; "
+                            f"lower --lr and train again")
+
+    bar = tqdm(range(start, total), desc=desc, unit="step", disable=quiet, mininterval=1, initial=start, total=total)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, cfg)
@@ -567,56 +687,130 @@ def run_steps(model, cfg, device, total, next_batch, desc, quiet=False, log=None
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        first_bad = torch.where((first_bad < 0) & ~loss.detach().isfinite(), step, first_bad)
         tokens += x.numel()
         if step % cfg.log_every == 0 or step == total - 1:
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise UserError(f"non-finite loss at step {step}; lower --lr")
+            stop_if_diverged(step)
             rate = tokens / (time.time() - t0)
-            losses.append(dict(step=step, loss=round(loss_value, 4), lr=opt.param_groups[0]["lr"],
+            losses.append(dict(step=step, loss=round(loss.item(), 4), lr=opt.param_groups[0]["lr"],
                                tokens_per_sec=round(rate)))
-            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")
+            bar.set_postfix(loss=f"{losses[-1]['loss']:.3f}", tok_s=f"{rate:,.0f}")
             if log:
                 log(losses[-1])
         if save and (step + 1 == total or cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0):
+            stop_if_diverged(step)  # never overwrite a good checkpoint with diverged weights
             save(step + 1)
+            last_saved = step + 1
     model.eval()
     return losses
 
 
-def new_run_dir(out, force):
+def new_run_dir(out, force, resume=False):
+    """Make --out for a fresh run (refusing to overwrite a run unless --force), or check it holds one to resume."""
+    if resume:
+        if force:
+            raise UserError("--resume and --force exclude each other (--force starts the run again)")
+        if not os.path.isfile(os.path.join(out, "model.pt")):
+            again = "again with --force" if os.path.isdir(out) and os.listdir(out) else "without --resume"
+            raise UserError(f"--resume: no checkpoint in {out} to resume from (start the run {again})")
+        for name in os.listdir(out):  # what a kill during a write left behind
+            if ".tmp" in name:
+                os.remove(os.path.join(out, name))
+        return
     if os.path.exists(out) and os.listdir(out) and not force:
-        raise UserError(f"{out} exists and is not empty (use --force to overwrite)")
+        raise UserError(f"{out} exists and is not empty (use --resume to continue it, --force to overwrite)")
     os.makedirs(out, exist_ok=True)
 
 
-def save_checkpoint(path, model, cfg, vocab, kind, **extra):
-    ckpt = dict(model=model.state_dict(), config=dataclasses.asdict(cfg), vocab=vocab, kind=kind, bioknow=VERSION,
-                **extra)
+def rng_state():
+    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, model, cfg, vocab, kind, step, total, opt=None, **extra):
+    """RUN/model.pt: the weights and everything needed to continue: config, vocabulary, step and schedule length,
+    optimiser moments, every RNG, and (in `extra`) the data streams' positions and the data's identity."""
+    ckpt = dict(model=model.state_dict(), config=dataclasses.asdict(cfg), vocab=vocab, kind=kind, step=step,
+                total_steps=total, optimizer=opt.state_dict() if opt else None, rng=rng_state(), bioknow=VERSION,
+                torch=torch.__version__, **extra)
     write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
 
 
-def load_checkpoint(run, device="cpu", vocab=None):
-    """Load RUN/model.pt into a GPT; refuses a data vocabulary the checkpoint does not know."""
+SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base")
+
+
+def load_checkpoint(run, device="cpu", vocab=None, shape=None):
+    """Load RUN/model.pt into a GPT; refuses a data vocabulary the checkpoint does not know, and a model shape
+    (`shape`: the fields a user asked for) other than the checkpoint's."""
     path = os.path.join(run, "model.pt")
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = Config(**ckpt["config"])
     except Exception as e:  # a truncated or foreign file
         raise UserError(f"corrupt checkpoint {path}: {type(e).__name__}") from None
     if vocab is not None and list(vocab) != list(ckpt["vocab"]):
         raise UserError(f"checkpoint {path} was trained on another vocabulary ({len(ckpt['vocab'])} tokens) than "
                         f"this data ({len(vocab)} tokens)")
-    cfg = Config(**ckpt["config"])
+    for field, value in (shape or {}).items():
+        if getattr(cfg, field) != value:
+            raise UserError(f"checkpoint {path} is another model shape: {field} {getattr(cfg, field)}, asked for "
+                            f"{value}")
     model = GPT(cfg, len(ckpt["vocab"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise UserError(f"checkpoint {path}: weights of another model shape than its config "
+                        f"({cfg.n_layer}x{cfg.n_embd}, {cfg.n_head} heads)") from None
     return model.to(device).eval(), cfg, ckpt
 
 
-def run_log(out):
+def resume_state(out, kind, model, opt, cfg, data):
+    """Restore a run to its last checkpoint: weights, optimiser, RNGs; returns the checkpoint (step, streams).
+    Refuses to continue with another configuration or other data than the run started with."""
+    _, saved_cfg, ckpt = load_checkpoint(out, vocab=data["vocab"])
+    if ckpt.get("kind") != kind or ckpt.get("optimizer") is None:
+        raise UserError(f"--resume: {out}/model.pt is not a {kind} checkpoint with training state to continue")
+    may_change = {"device", "compile", "ckpt_every", "log_every"}  # how it runs, not what it computes
+    for field, value in dataclasses.asdict(cfg).items():
+        if field not in may_change and getattr(saved_cfg, field) != value:
+            raise UserError(f"--resume: {field} is {value!r} here but {getattr(saved_cfg, field)!r} in {out} "
+                            f"(resume with the run's own flags)")
+    if ckpt.get("data") != data_identity(data):
+        raise UserError(f"--resume: {data['dir']} is not the data {out} was trained on")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"])
+    return ckpt
+
+
+def data_identity(data):
+    """What a checkpoint records of its data: generation parameters and size (not the path, which may move)."""
+    meta = data["meta"]
+    return dict(people=meta.get("people"), aug=meta.get("aug"), seed=meta.get("seed"), entries=len(data["bios"]))
+
+
+def run_log(out, start=0):
+    """RUN/log.jsonl, one row a logged step; on resume the rows from `start` on are dropped (they are redone)."""
     path = os.path.join(out, "log.jsonl")
-    open(path, "w").close()
+    rows = []
+    if start and os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by the kill
+                    pass
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] < start))
 
     def log(row):
         with open(path, "a") as f:
@@ -624,41 +818,67 @@ def run_log(out):
     return log
 
 
-def train(cfg, data_dir, out, force=False, quiet=False):
-    """Pretrain from scratch on biographies (mode bio) or biographies + P_train QA (mode mixed); writes RUN/model.pt."""
+def run_config(out, cfg, **extra):
+    """RUN/config.json: every hyper-parameter, the preset and seed, and where the numbers came from."""
+    write_json(os.path.join(out, "config.json"), dict(dataclasses.asdict(cfg), **extra, torch=torch.__version__,
+                                                      bioknow=VERSION, commit=git_commit()))
+
+
+def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
+    """Pretrain from scratch on biographies (mode bio) or biographies + P_train QA (mode mixed); writes RUN/model.pt.
+    With resume, continue RUN from its last checkpoint exactly as if it had never stopped."""
     if cfg.mode not in ("bio", "mixed"):
         raise UserError(f"unknown --mode {cfg.mode!r} (bio or mixed)")
     if not 0.0 <= cfg.qa_ratio <= 1.0:
         raise UserError(f"--qa-ratio must be in [0, 1], got {cfg.qa_ratio}")
-    data = load_data(data_dir)
+    data = load_checked_data(data_dir)
     device = pick_device(cfg.device)
-    new_run_dir(out, force)
+    new_run_dir(out, force, resume)
     seed_everything(cfg.seed)
     tok = Tokenizer(data["vocab"])
     bios = encode_entries([b["text"] for b in data["bios"]], tok)
     total = pretraining_steps(cfg, data, sum(len(b) for b in bios))
-    rng = np.random.default_rng(cfg.seed)
-    bio_stream = PackedStream(bios, cfg.block_size, rng)
-    qa_stream = None
+    model = GPT(cfg, len(tok.vocab)).to(device)
+    opt = make_optimizer(model, cfg, device)
+    # The data order is a function of (seed, stream, pass) and the mixing draw one of (seed, step), so the two
+    # stream positions are all a checkpoint needs to replay the same batches.
+    streams = dict(bio=PackedStream(bios, cfg.block_size, key=(cfg.seed, 0)))
     if cfg.mode == "mixed":
         qa = [qa_text(r["question"], r["answer"]) for r in data["qa"] if r["split"] == "train"]
-        qa_stream = PackedStream(encode_entries(qa, tok), cfg.block_size, rng)
+        streams["qa"] = PackedStream(encode_entries(qa, tok), cfg.block_size, key=(cfg.seed, 1))
+    start = 0
+    if resume:
+        ckpt = resume_state(out, "pretrain", model, opt, cfg, data)
+        start = ckpt["step"]
+        for name, pos in ckpt["streams"].items():
+            streams[name].seek(pos)
+    else:
+        run_config(out, cfg, data=os.path.abspath(data_dir), steps_resolved=total)
 
     def next_batch(step):
-        n_qa = int(rng.binomial(cfg.batch_size, cfg.qa_ratio)) if qa_stream else 0
-        parts = [bio_stream.windows(cfg.batch_size - n_qa)] + ([qa_stream.windows(n_qa)] if n_qa else [])
+        n_qa = int(np.random.default_rng([cfg.seed, 2, step]).binomial(cfg.batch_size, cfg.qa_ratio)) \
+            if "qa" in streams else 0
+        parts = [streams["bio"].windows(cfg.batch_size - n_qa)] + ([streams["qa"].windows(n_qa)] if n_qa else [])
         w = torch.from_numpy(np.concatenate(parts))
         return w[:, :-1], w[:, 1:]
 
-    model = GPT(cfg, len(tok.vocab)).to(device)
-    write_json(os.path.join(out, "config.json"), dict(dataclasses.asdict(cfg), data=os.path.abspath(data_dir),
-                                                      steps_resolved=total, torch=torch.__version__,
-                                                      bioknow=VERSION, commit=git_commit()))
+    def save(step):
+        save_checkpoint(os.path.join(out, "model.pt"), model, cfg, tok.vocab, "pretrain", step, total, opt,
+                        streams={k: s.pos for k, s in streams.items()}, data=data_identity(data))
+
     t0 = time.time()
-    ckpt = os.path.join(out, "model.pt")
-    losses = run_steps(model, cfg, device, total, next_batch, f"train {cfg.mode}", quiet, run_log(out),
-                       lambda step: save_checkpoint(ckpt, model, cfg, tok.vocab, "pretrain", steps=step))
-    return model, dict(steps=total, final_loss=losses[-1]["loss"], minutes=(time.time() - t0) / 60)
+    losses = run_steps(model, opt, cfg, device, start, total, next_batch, f"train {cfg.mode}", quiet,
+                       run_log(out, start), save)
+    return model, dict(steps=total, resumed_from=start, final_loss=final_loss(out, losses),
+                       minutes=(time.time() - t0) / 60)
+
+
+def final_loss(out, losses):
+    """The last logged loss (from the log when a resumed run had nothing left to do)."""
+    if losses:
+        return losses[-1]["loss"]
+    rows = read_jsonl(os.path.join(out, "log.jsonl"))
+    return rows[-1]["loss"] if rows else None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -699,40 +919,44 @@ def split_holdout(people, fraction, seed):
     return set(train_ids) - held, held
 
 
-def finetune(cfg, run, data_dir, out, force=False, quiet=False):
-    """Full QA finetuning of a pretrained run on P_train questions (paper §4; LoRA comes later)."""
-    data = load_data(data_dir)
+def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, shape=None):
+    """Full QA finetuning of a pretrained run on P_train questions (paper §4; LoRA comes later). The model's shape
+    comes from the pretrained checkpoint; `shape` holds the shape flags a user gave, which must agree with it."""
+    data = load_checked_data(data_dir)
     device = pick_device(cfg.device)
-    model, base_cfg, _ = load_checkpoint(run, device, data["vocab"])
-    for field in ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base"):
-        setattr(cfg, field, getattr(base_cfg, field))  # the shape comes from the checkpoint
-    new_run_dir(out, force)
+    model, base_cfg, _ = load_checkpoint(run, device, data["vocab"], shape)
+    for field in SHAPE:
+        setattr(cfg, field, getattr(base_cfg, field))
+    new_run_dir(out, force, resume)
     seed_everything(cfg.seed)
     tok = Tokenizer(data["vocab"])
     train_ids, held = split_holdout(data["people"], cfg.holdout, cfg.seed)
     examples = [qa_example(tok, r) for r in data["qa"] if r["id"] in train_ids]
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = cfg.steps if cfg.steps > 0 else max(1, math.ceil(cfg.passes * per_epoch))
-    rng = np.random.default_rng(cfg.seed)
-    order = []
+    opt = make_optimizer(model, cfg, device)
+    start = resume_state(out, "finetune", model, opt, cfg, data)["step"] if resume else 0
+    if not resume:
+        run_config(out, cfg, base=os.path.abspath(run), data=os.path.abspath(data_dir), steps_resolved=total,
+                   holdout_ids=sorted(held))
+    orders = {}
 
     def next_batch(step):
-        if not order:
-            order.extend(rng.permutation(len(examples)).tolist())
-        batch = [examples[order.pop()] for _ in range(min(cfg.batch_size, len(order)))]
-        return pad_batch(batch, tok.eos)
+        """Epoch e visits the examples in an order drawn from (seed, e): a function of the step, so resumable."""
+        epoch, i = divmod(step, per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = np.random.default_rng([cfg.seed, 3, epoch]).permutation(len(examples))
+        return pad_batch([examples[j] for j in orders[epoch][i * cfg.batch_size:(i + 1) * cfg.batch_size]], tok.eos)
 
-    write_json(os.path.join(out, "config.json"), dict(dataclasses.asdict(cfg), base=os.path.abspath(run),
-                                                      data=os.path.abspath(data_dir), steps_resolved=total,
-                                                      holdout_ids=sorted(held), torch=torch.__version__,
-                                                      bioknow=VERSION, commit=git_commit()))
+    def save(step):
+        save_checkpoint(os.path.join(out, "model.pt"), model, cfg, tok.vocab, "finetune", step, total, opt,
+                        data=data_identity(data), holdout_ids=sorted(held))
+
     t0 = time.time()
-    ckpt = os.path.join(out, "model.pt")
-    losses = run_steps(model, cfg, device, total, next_batch, "finetune", quiet, run_log(out),
-                       lambda step: save_checkpoint(ckpt, model, cfg, tok.vocab, "finetune", steps=step,
-                                                    holdout_ids=sorted(held)))
-    return model, dict(steps=total, final_loss=losses[-1]["loss"], minutes=(time.time() - t0) / 60,
-                       holdout_ids=held)
+    losses = run_steps(model, opt, cfg, device, start, total, next_batch, "finetune", quiet, run_log(out, start), save)
+    return model, dict(steps=total, resumed_from=start, final_loss=final_loss(out, losses),
+                       minutes=(time.time() - t0) / 60, holdout_ids=held)
 
 
 @torch.no_grad()
@@ -864,8 +1088,8 @@ def mixed_sweep(preset, seed, out, device, quiet=False):
                                                   "rotary_frac")},
                     steps=row["pretrain_steps"], bio_memorization=row["bio_memorization"], qa_train=row["qa_train"],
                     qa_test=row["qa_test"], minutes=row["minutes"], hardware=hardware)
-        with open(path, "a") as f:
-            f.write(json.dumps(line) + "\n")
+        done = open(path).read() if os.path.isfile(path) else ""
+        write_text(path, done + json.dumps(line) + "\n")  # rewritten whole: a kill never leaves half a line
         print(f"mixed {json.dumps(overrides)}: P_test {row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)",
               flush=True)
 
@@ -1015,7 +1239,7 @@ CONFIG_HELP = {"passes": "training budget in passes over bioS-single-sized data 
                "steps": "optimizer steps (overrides --passes)", "mode": "bio or mixed",
                "qa_ratio": "mixed training: probability that a window is QA", "compile": "auto, on or off",
                "holdout": "finetune: fraction of P_train people held out (to choose a recipe without P_test)"}
-TRAIN_FIELDS = [f for f in dataclasses.fields(Config) if f.name not in ("people", "aug")]
+TRAIN_FIELDS = [f for f in dataclasses.fields(Config) if f.name not in ("people", "aug", "preset")]
 
 
 def add_config_flags(p):
@@ -1036,15 +1260,28 @@ def cmd_generate(args):
     print(json.dumps(meta))
 
 
+def cmd_check(args):
+    data = load_data(args.dir)
+    problems = check_data(data)
+    for p in problems:
+        print(f"{args.dir}: {p}")
+    if problems:
+        sys.exit(1)
+    print(f"{args.dir}: ok ({len(data['people'])} people, {len(data['bios'])} biography entries, "
+          f"{len(data['qa'])} questions, aug {data['meta']['aug']})")
+
+
 def cmd_train(args):
     cfg = resolve_config(args.preset, "train", **config_overrides(args))
-    _, info = train(cfg, args.data, args.out, args.force, args.quiet)
+    _, info = train(cfg, args.data, args.out, args.force, args.quiet, args.resume)
     print(json.dumps(dict(run=args.out, **info)))
 
 
 def cmd_finetune(args):
-    cfg = resolve_config(args.preset, "finetune", **config_overrides(args))
-    _, info = finetune(cfg, args.run, args.data, args.out, args.force, args.quiet)
+    overrides = config_overrides(args)
+    cfg = resolve_config(args.preset, "finetune", **overrides)
+    shape = {k: v for k, v in overrides.items() if k in SHAPE and v is not None}
+    _, info = finetune(cfg, args.run, args.data, args.out, args.force, args.quiet, args.resume, shape)
     info["holdout_ids"] = len(info["holdout_ids"])
     print(json.dumps(dict(run=args.out, **info)))
 
@@ -1090,6 +1327,10 @@ def parse_args(argv=None):
     p.add_argument("--preset", default=DEFAULT_PRESET, help="takes --people from this preset")
     p.set_defaults(func=cmd_generate)
 
+    p = sub.add_parser("check", help="re-verify a data directory's invariants; lists every problem (exit 1 if any)")
+    p.add_argument("dir", help="data directory from `generate`")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("train", help="pretrain on biographies (--mode bio) or biographies + P_train QA (mixed)")
     p.add_argument("--data", required=True, help="data directory from `generate`")
     p.add_argument("--out", required=True, help="run directory to write")
@@ -1125,6 +1366,9 @@ def parse_args(argv=None):
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if p.prog.split()[-1] in ("generate", "train", "finetune"):
             p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+        if p.prog.split()[-1] in ("train", "finetune"):
+            p.add_argument("--resume", action="store_true",
+                           help="continue --out from its last checkpoint (rerun the same command with --resume)")
     return parser.parse_args(argv)
 
 

@@ -1,9 +1,12 @@
 """Tests for bioknow.py, in the file's order: config, data, tokenizer, model, training, QA finetuning and evaluation,
 command line, and one end-to-end run that must show the paper's headline gap at toy scale."""
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -21,6 +24,17 @@ def cli(*args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"bioknow {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_main(capsys, *args):
+    """bioknow's command line in this process (no interpreter start-up): (exit status, stdout, stderr)."""
+    try:
+        bk.main([*args, "--quiet"])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +151,8 @@ def test_generate_files_and_determinism(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
         bk.generate(str(d), 60, "multi2+permute+fullname", seed=7, quiet=True)
-    for name in ("people.jsonl", "bios.jsonl", "qa.jsonl", "vocab.json"):
-        assert (a / name).read_bytes() == (b / name).read_bytes()
+    for name in ("people.jsonl", "bios.jsonl", "qa.jsonl", "vocab.json", "meta.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()  # byte-identical, meta.json included
     data = bk.load_data(str(a))
     assert len(data["bios"]) == 120 and len(data["qa"]) == 360
     by_id = {p["id"]: p for p in data["people"]}
@@ -147,6 +161,33 @@ def test_generate_files_and_determinism(tmp_path):
         assert by_id[r["id"]]["name"] in r["question"]
     for b_ in data["bios"]:
         assert all(by_id[b_["id"]][k] in b_["text"] for k in bk.ATTRIBUTES)
+
+
+def edit_jsonl(path, line, change):
+    """Replace line `line` of a JSONL file with change(row), or drop it when change returns None."""
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[line] = change(rows[line])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r is not None))
+
+
+@pytest.mark.parametrize("file,change,expect", [
+    ("qa.jsonl", lambda r: dict(r, answer="Paris"), "disagree with people.jsonl"),
+    ("bios.jsonl", lambda r: None, "entries"),
+    ("people.jsonl", lambda r: dict(r, name="Ann Other Person", split="test"), "test people"),
+    ("bios.jsonl", lambda r: dict(r, text=r["text"].split(". ", 1)[1]), "six values"),
+    ("bios.jsonl", lambda r: dict(r, text=r["text"] + " Zzyzx."), "outside vocab.json"),
+])
+def test_check_reports_tampered_data(tmp_path, capsys, file, change, expect):
+    d = tmp_path / "d"
+    bk.generate(str(d), 40, "single+permute2+fullname", quiet=True)
+    code, out, _ = run_main(capsys, "check", str(d))
+    assert code == 0 and "ok" in out
+    edit_jsonl(d / file, 3, change)
+    code, out, _ = run_main(capsys, "check", str(d))
+    assert code == 1 and expect in out, out
+    if bk.check_data(bk.load_data(str(d)), full=False):  # the cheap part, which `train` runs: it refuses
+        code, _, err = run_main(capsys, "train", "--data", str(d), "--out", str(tmp_path / "r"), "--preset", "tiny")
+        assert code == 2 and expect in err and not (tmp_path / "r").exists()
 
 
 def test_generate_refuses_nonempty_out(tmp_path):
@@ -212,7 +253,7 @@ def test_rotary_scores_depend_on_relative_position_only():
 
 def test_packed_stream_has_no_padding_and_every_entry():
     entries = [np.array([0] + [i + 1] * (3 + i % 4)) for i in range(20)]
-    stream = bk.PackedStream(entries, block_size=8, rng=np.random.default_rng(0))
+    stream = bk.PackedStream(entries, block_size=8, key=(0, 0))
     w = stream.windows(30)
     assert w.shape == (30, 9)
     flat = np.concatenate([w[0]] + [r[1:] for r in w[1:]])  # windows overlap by one token (stride T)
@@ -238,6 +279,137 @@ def test_lr_schedule_warmup_then_cosine_to_tenth():
     assert bk.lr_at(0, 100, cfg) == pytest.approx(1e-4)
     assert bk.lr_at(9, 100, cfg) == pytest.approx(1e-3)
     assert bk.lr_at(100, 100, cfg) == pytest.approx(1e-4)
+
+
+# --- runs that survive: checkpoints, resume, atomic writes, divergence
+
+RESUMABLE = ("--preset", "tiny", "--steps", "300", "--ckpt-every", "20", "--block-size", "32", "--batch-size", "4")
+
+
+def same_weights(run_a, run_b):
+    a, b = (torch.load(os.path.join(r, "model.pt"), weights_only=False) for r in (run_a, run_b))
+    return a["step"] == b["step"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def logged_curve(run):
+    return [(r["step"], r["loss"], r["lr"]) for r in bk.read_jsonl(os.path.join(run, "log.jsonl"))]
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    """A CPU run killed with SIGKILL after a checkpoint and resumed ends with the same weights, curve and eval
+    numbers as an uninterrupted run: bitwise, since the data order, the RNGs and the optimiser come back exactly."""
+    d, full, cut = (str(tmp_path / n) for n in ("d", "full", "cut"))
+    bk.generate(d, 60, "multi2+permute", quiet=True)
+    cli("train", "--data", d, "--out", full, *RESUMABLE)
+    cmd = [sys.executable, os.path.join(HERE, "bioknow.py"), "train", "--data", d, "--out", cut, *RESUMABLE, "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not os.path.exists(os.path.join(cut, "model.pt")) and proc.poll() is None:
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    killed_at = torch.load(os.path.join(cut, "model.pt"), weights_only=False)["step"]
+    assert 0 < killed_at < 300, "the run ended before it could be killed part-way"
+    resumed = json.loads(cli("train", "--data", d, "--out", cut, *RESUMABLE, "--resume").stdout)
+    assert resumed["resumed_from"] == killed_at
+    assert same_weights(full, cut) and logged_curve(full) == logged_curve(cut)
+    evals = [json.loads(cli("eval", "--run", r, "--data", d).stdout) for r in (full, cut)]
+    assert evals[0] == evals[1]
+
+
+def crash_after_checkpoints(monkeypatch, n):
+    """Make the n-th checkpoint write the last thing the process does (as if killed right after it)."""
+    real, calls = bk.save_checkpoint, []
+
+    def save(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(bk, "save_checkpoint", save)
+
+
+@pytest.mark.parametrize("stage", ["mixed", "finetune"])
+def test_resume_after_crash_matches_uninterrupted(tmp_path, monkeypatch, stage):
+    d, base = str(tmp_path / "d"), str(tmp_path / "base")
+    bk.generate(d, 40, "single", quiet=True)
+    kw = dict(steps=30, ckpt_every=7, log_every=1)
+    if stage == "mixed":
+        run = lambda out, **extra: bk.train(bk.resolve_config("tiny", mode="mixed", **kw), d, out, quiet=True, **extra)
+    else:
+        bk.train(bk.resolve_config("tiny", steps=5), d, base, quiet=True)
+        run = lambda out, **extra: bk.finetune(bk.resolve_config("tiny", "finetune", **kw), base, d, out, quiet=True,
+                                               **extra)
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    run(full)
+    crash_after_checkpoints(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run(cut)
+    monkeypatch.undo()
+    assert run(cut, resume=True)[1]["resumed_from"] == 14
+    assert same_weights(full, cut) and logged_curve(full) == logged_curve(cut)
+
+
+def test_resume_refuses_a_run_it_cannot_continue(tmp_path):
+    d, r, other = str(tmp_path / "d"), str(tmp_path / "r"), str(tmp_path / "other")
+    bk.generate(d, 40, "single", quiet=True)
+    bk.generate(other, 40, "single", seed=1, quiet=True)
+    with pytest.raises(bk.UserError, match="no checkpoint"):
+        bk.train(bk.resolve_config("tiny", steps=4), d, r, quiet=True, resume=True)
+    bk.train(bk.resolve_config("tiny", steps=4), d, r, quiet=True)
+    with pytest.raises(bk.UserError, match="lr"):
+        bk.train(bk.resolve_config("tiny", steps=4, lr=1e-2), d, r, quiet=True, resume=True)
+    with pytest.raises(bk.UserError, match="not the data"):
+        bk.train(bk.resolve_config("tiny", steps=4), other, r, quiet=True, resume=True)
+    before = open(os.path.join(r, "model.pt"), "rb").read()
+    assert bk.train(bk.resolve_config("tiny", steps=4, device="cpu"), d, r, quiet=True, resume=True)[1][
+        "resumed_from"] == 4  # already complete: nothing to do, nothing rewritten
+    assert open(os.path.join(r, "model.pt"), "rb").read() == before
+
+
+def test_checkpoint_holds_everything_resume_needs(tmp_path):
+    d, r = str(tmp_path / "d"), str(tmp_path / "r")
+    bk.generate(d, 40, "single", quiet=True)
+    bk.train(bk.resolve_config("tiny", steps=6, ckpt_every=4), d, r, quiet=True)
+    ckpt = torch.load(os.path.join(r, "model.pt"), weights_only=False)
+    assert {"model", "optimizer", "config", "vocab", "step", "total_steps", "rng", "streams", "data", "torch",
+            "bioknow"} <= set(ckpt)
+    assert ckpt["step"] == ckpt["total_steps"] == 6 and set(ckpt["rng"]) == {"python", "numpy", "torch", "cuda"}
+
+
+def test_atomic_write_leaves_old_file_or_new_never_half(tmp_path):
+    path = str(tmp_path / "f.json")
+    bk.write_json(path, {"good": 1})
+
+    def dies_half_way(tmp):
+        with open(tmp, "w") as f:
+            f.write('{"trunc')
+        raise KeyboardInterrupt  # a kill in the middle of the write
+    with pytest.raises(KeyboardInterrupt):
+        bk.write_atomic(path, dies_half_way)
+    assert json.loads(open(path).read()) == {"good": 1} and os.listdir(tmp_path) == ["f.json"]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    d, r = str(tmp_path / "d"), str(tmp_path / "r")
+    bk.generate(d, 40, "single", quiet=True)
+    real_lr = bk.lr_at
+    monkeypatch.setattr(bk, "lr_at", lambda step, total, cfg: float("nan") if step >= 5 else real_lr(step, total, cfg))
+    with pytest.raises(bk.UserError, match=r"non-finite loss at step \d+.*last good checkpoint \(step 4\)"):
+        bk.train(bk.resolve_config("tiny", steps=20, ckpt_every=2), d, r, quiet=True)
+    model, _, ckpt = bk.load_checkpoint(r)
+    assert ckpt["step"] == 4 and all(p.isfinite().all() for p in model.parameters())
+
+
+def test_same_seed_same_curve_and_config_records_everything(tmp_path):
+    d = str(tmp_path / "d")
+    bk.generate(d, 40, "single", quiet=True)
+    runs = [str(tmp_path / n) for n in ("a", "b")]
+    for r in runs:
+        bk.train(bk.resolve_config("tiny", steps=12, log_every=1), d, r, quiet=True)
+    assert logged_curve(runs[0]) == logged_curve(runs[1]) and same_weights(*runs)
+    cfg = json.loads(open(os.path.join(runs[0], "config.json")).read())
+    assert {f.name for f in dataclasses.fields(bk.Config)} | {"torch", "bioknow", "commit"} <= set(cfg)
+    assert cfg["preset"] == "tiny" and cfg["seed"] == 0 and cfg["torch"] == torch.__version__
 
 
 # --- QA finetuning and evaluation
@@ -274,20 +446,90 @@ def test_value_positions_fixed_and_permuted(people):
 
 # --- command line
 
-def test_bad_input_is_one_line_exit_2(tmp_path):
-    for args in (["generate", "--out", str(tmp_path / "g"), "--aug", "multi0"],
-                 ["generate", "--out", str(tmp_path / "g"), "--people", "0"],
-                 ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")],
-                 ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), "--preset", "nope"]):
-        proc = cli(*args, check=False)
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
-        assert not (tmp_path / "g").exists() and not (tmp_path / "r").exists()
+def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
+    """The in-process cases below cover every kind of bad input; this one checks the real exit path."""
+    proc = cli("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
 
 
-def test_every_subcommand_has_help():
-    for sub in ("generate", "train", "finetune", "eval", "reproduce"):
-        assert cli(sub, "--help").returncode == 0
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A data directory and a 4-step tiny run in it, shared by the bad-input cases."""
+    root = tmp_path_factory.mktemp("tiny")
+    bk.generate(str(root / "d"), 40, "single", quiet=True)
+    bk.train(bk.resolve_config("tiny", steps=4), str(root / "d"), str(root / "run"), quiet=True)
+    return root
+
+
+def broken_data(root, name, damage):
+    d = root / name
+    if not d.exists():
+        shutil.copytree(root / "d", d)
+        damage(d)
+    return str(d)
+
+
+def corrupt_checkpoint(root):
+    r = root / "corrupt"
+    if not r.exists():
+        shutil.copytree(root / "run", r)
+        data = (r / "model.pt").read_bytes()
+        (r / "model.pt").write_bytes(data[:len(data) // 2])
+    return str(r)
+
+
+BAD_INPUTS = {  # what a user may type -> words the one-line error must contain
+    "aug multi0": (lambda root: ["generate", "--out", "OUT", "--aug", "multi0"], "multiM"),
+    "aug permute-1": (lambda root: ["generate", "--out", "OUT", "--aug", "single+permute-1"], "unexpected"),
+    "aug single+multi5": (lambda root: ["generate", "--out", "OUT", "--aug", "single+multi5"], "unexpected"),
+    "aug unknown": (lambda root: ["generate", "--out", "OUT", "--aug", "double"], "bad --aug"),
+    "people 0": (lambda root: ["generate", "--out", "OUT", "--people", "0"], "positive"),
+    "people negative": (lambda root: ["generate", "--out", "OUT", "--people", "-3"], "positive"),
+    "people too many": (lambda root: ["generate", "--out", "OUT", "--people", "10000000000"], "unique full names"),
+    "missing data dir": (lambda root: ["train", "--data", str(root / "nowhere"), "--out", "OUT"], "does not exist"),
+    "empty data dir": (lambda root: ["train", "--data", broken_data(root, "empty", lambda d: shutil.rmtree(d) or
+                                                                    d.mkdir()), "--out", "OUT"], "is empty"),
+    "data lacks a file": (lambda root: ["train", "--data", broken_data(root, "noqa", lambda d: (d / "qa.jsonl")
+                                                                       .unlink()), "--out", "OUT"], "lacks qa.jsonl"),
+    "corrupt line": (lambda root: ["train", "--data", broken_data(root, "cut", lambda d: (d / "bios.jsonl").write_text(
+        (d / "bios.jsonl").read_text()[:-20])), "--out", "OUT"], "corrupt line"),
+    "corrupt meta": (lambda root: ["train", "--data", broken_data(root, "meta", lambda d: (d / "meta.json").write_text(
+        "{")), "--out", "OUT"], "corrupt JSON"),
+    "other vocabulary": (lambda root: ["finetune", "--run", str(root / "run"), "--out", "OUT", "--data", broken_data(
+        root, "vocab", lambda d: (d / "vocab.json").write_text(json.dumps(bk.VOCAB[:-1])))], "another vocabulary"),
+    "other model shape": (lambda root: ["finetune", "--run", str(root / "run"), "--data", str(root / "d"), "--out",
+                                        "OUT", "--n-embd", "64"], "another model shape"),
+    "corrupt checkpoint": (lambda root: ["finetune", "--run", corrupt_checkpoint(root), "--data", str(root / "d"),
+                                         "--out", "OUT"], "corrupt checkpoint"),
+    "existing run": (lambda root: ["train", "--data", str(root / "d"), "--out", str(root / "run"), "--preset", "tiny"],
+                     "--resume"),
+    "resume without checkpoint": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--resume"],
+                                  "no checkpoint"),
+    "unknown preset": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--preset", "nope"],
+                       "unknown preset"),
+    "unavailable device": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--device",
+                                         "cuda" if not torch.cuda.is_available() else "tpu"], "--device"),
+    "report without results": (lambda root: ["reproduce", "--report-only", "--out", "OUT"], "no "),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_one_line_exit_2_writes_nothing(tiny_run, tmp_path, capsys, case):
+    make_args, words = BAD_INPUTS[case]
+    out = tmp_path / "out"
+    args = [str(out) if a == "OUT" else a for a in make_args(tiny_run)]
+    before = sorted((p, p.stat().st_mtime_ns) for p in tiny_run.rglob("*"))
+    code, _, err = run_main(capsys, *args)
+    assert code == 2 and err.startswith("bioknow: error: ") and err.count("\n") == 1, err
+    assert words in err and not out.exists()
+    assert sorted((p, p.stat().st_mtime_ns) for p in tiny_run.rglob("*")) == before  # nothing else written either
+
+
+def test_every_subcommand_has_help(capsys):
+    for sub in ("generate", "check", "train", "finetune", "eval", "reproduce"):
+        code, out, _ = run_main(capsys, sub, "--help")
+        assert code == 0 and "usage:" in out
 
 
 def test_tiny_end_to_end_cli(tmp_path):
