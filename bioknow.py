@@ -11,6 +11,7 @@ Subcommands (each has --help):
     check      re-verify a data directory's invariants
     train      pretrain a GPT on the biographies (--mode bio) or on biographies + P_train QA (--mode mixed)
     finetune   QA-finetune a pretrained run on P_train questions (answer tokens only)
+    bench      time full training steps at a preset's shape: tokens/s, ms/step, MFU
     eval       exact-match QA accuracy on P_train / P_test, and memorisation of the biographies
     reproduce  the paper's headline comparison, written to results/REPORT.md and results/reproduce.json
 
@@ -21,6 +22,7 @@ Example:
     python bioknow.py eval --run runs/single-qa --data data/single --out runs/single-qa/eval.json
 """
 import argparse
+import ctypes
 import dataclasses
 import json
 import math
@@ -477,20 +479,22 @@ class Tokenizer:
 # --- model (paper §4): GPT-2 with pre-LayerNorm and rotary position embeddings on 1/4 of each head (GPT-NeoX style)
 
 def rotary_tables(head_dim, rotary_frac, base, length):
+    """cos and sin of each position's angles for the first `rot` dims of a head; sin's first half carries the minus
+    sign of the rotation, so applying it is two products and a sum (no negation to run forward and backward)."""
     rot = int(head_dim * rotary_frac) // 2 * 2
     inv_freq = 1.0 / (base ** (torch.arange(0, rot, 2).float() / max(rot, 1)))
-    angles = torch.outer(torch.arange(length).float(), inv_freq)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, rot)
-    return angles.cos(), angles.sin()
+    angles = torch.outer(torch.arange(length).float(), inv_freq)  # (T, rot / 2)
+    return torch.cat([angles.cos(), angles.cos()], dim=-1), torch.cat([-angles.sin(), angles.sin()], dim=-1)
 
 
 def apply_rotary(x, cos, sin):
-    """Rotate the first `rot` dims of each head by position; the rest pass through (x: B, H, T, head_dim)."""
+    """Rotate the first `rot` dims of each head by position, as pairs (i, i + rot/2); the rest pass through
+    (x: ..., head_dim, with cos / sin broadcasting to x[..., :rot])."""
     rot = cos.shape[-1]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x_rot, x_pass = x[..., :rot], x[..., rot:]
-    x1, x2 = x_rot.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
+    swapped = torch.cat([x_rot[..., rot // 2:], x_rot[..., :rot // 2]], dim=-1)
+    return torch.cat([x_rot * cos + swapped * sin, x_pass], dim=-1)
 
 
 class Attention(nn.Module):
@@ -500,11 +504,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # one fused projection
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, cache=None, start=0):
+        """cache: this layer's (2, B, H, max_len, head_dim) key/value buffer for decoding; `start` is the position of
+        x's first token. A prompt (start 0) attends causally; one new token attends to everything cached."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # flash kernel on GPU
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)
+        # q and k rotated in one go, in the (B, T, H, head_dim) layout the attention kernels read fastest (README)
+        qk = apply_rotary(qkv[:, :, :2], cos[:, None, None], sin[:, None, None])
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        if cache is not None:
+            assert start == 0 or T == 1, "decode one token at a time after the prompt"
+            cache[0, :, :, start:start + T], cache[1, :, :, start:start + T] = k, v
+            k, v = cache[0, :, :, :start + T], cache[1, :, :, :start + T]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=start == 0)  # flash kernel on GPU
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -515,7 +527,7 @@ class MLP(nn.Module):
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
 
     def forward(self, x):
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        return self.proj(F.gelu(self.fc(x)))  # exact GELU: 2x faster than the tanh form on a CPU (measured)
 
 
 class Block(nn.Module):
@@ -524,18 +536,21 @@ class Block(nn.Module):
         self.ln1, self.attn = nn.LayerNorm(cfg.n_embd), Attention(cfg)
         self.ln2, self.mlp = nn.LayerNorm(cfg.n_embd), MLP(cfg)
 
-    def forward(self, x, cos, sin):
-        x = x + self.attn(self.ln1(x), cos, sin)
+    def forward(self, x, cos, sin, cache=None, start=0):
+        x = x + self.attn(self.ln1(x), cos, sin, cache, start)
         return x + self.mlp(self.ln2(x))
 
 
 class GPT(nn.Module):
     def __init__(self, cfg, vocab_size):
         super().__init__()
-        self.wte = nn.Embedding(vocab_size, cfg.n_embd)
+        # The embedding has rows up to a multiple of 64 (as nanoGPT pads GPT-2's 50,257 to 50,304): the output
+        # matmuls run 4-6% faster on a CPU (README, "Speed"); the extra rows are never a target and never decoded.
+        self.vocab_size, rows = vocab_size, -(-vocab_size // 64) * 64
+        self.wte = nn.Embedding(rows, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
-        self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.n_embd, rows, bias=False)
         self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
         cos, sin = rotary_tables(cfg.n_embd // cfg.n_head, cfg.rotary_frac, cfg.rope_base, cfg.block_size)
         self.register_buffer("cos", cos, persistent=False)
@@ -545,20 +560,27 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("proj.weight") else 0.02
                 nn.init.normal_(p, mean=0.0, std=std)
 
-    def hidden(self, idx):
-        """Last-layer hidden states (after the final LayerNorm): what the probes read (paper §5)."""
+    def hidden(self, idx, cache=None, start=0):
+        """Last-layer hidden states (after the final LayerNorm): what the probes read (paper §5). With a cache
+        (new_cache), idx continues a sequence at position `start`."""
         T = idx.shape[1]
-        assert T <= self.cos.shape[0], f"sequence of {T} tokens exceeds block_size {self.cos.shape[0]}"
-        cos, sin = self.cos[:T], self.sin[:T]
+        assert start + T <= self.cos.shape[0], f"sequence of {start + T} tokens exceeds block_size {self.cos.shape[0]}"
+        cos, sin = self.cos[start:start + T], self.sin[start:start + T]
         x = self.wte(idx)
-        for block in self.blocks:
-            x = block(x, cos, sin)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, None if cache is None else cache[i], start)
         return self.ln_f(x)
 
-    def forward(self, idx, targets=None):
-        logits = self.lm_head(self.hidden(idx))
+    def new_cache(self, batch, length, dtype):
+        """Key/value buffers for decoding `batch` sequences of up to `length` tokens."""
+        attn = self.blocks[0].attn
+        head_dim = self.wte.embedding_dim // attn.n_head
+        return [self.wte.weight.new_empty(2, batch, attn.n_head, length, head_dim, dtype=dtype) for _ in self.blocks]
+
+    def forward(self, idx, targets=None, cache=None, start=0):
+        logits = self.lm_head(self.hidden(idx, cache, start))
         if targets is None:
-            return logits, None
+            return logits[..., :self.vocab_size], None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
@@ -568,6 +590,8 @@ class GPT(nn.Module):
 # mixed training draws each window from the biographies or from P_train QA (QA with probability qa_ratio).
 
 def pick_device(name):
+    if os.environ.get("LOCAL_RANK") and name in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{os.environ['LOCAL_RANK']}"  # torchrun: one GPU per process
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -579,6 +603,10 @@ def pick_device(name):
     if name not in ("cpu", "cuda", "mps"):
         raise UserError(f"unknown --device {name!r} (auto, cpu, cuda, mps)")
     return name
+
+
+def device_type(device):
+    return str(device).split(":")[0]
 
 
 def seed_everything(seed):
@@ -595,17 +623,26 @@ def encode_entries(texts, tok):
 class PackedStream:
     """An endless stream of packed windows. Pass k is every entry once, in an order drawn from (key, k), concatenated;
     windows of T+1 tokens are cut with stride T, so no token is padding and an entry may run across two windows (as
-    in the paper). The whole state is `pos`, the tokens consumed: a checkpoint stores it, and seek(pos) rebuilds the
-    same stream on resume."""
+    in the paper). The tokens live on the training device and each pass is assembled there by one gather, so a GPU
+    is never fed by a Python loader. The whole state is `pos`, the tokens consumed: a checkpoint stores it, and
+    seek(pos) rebuilds the same stream on resume."""
 
-    def __init__(self, entries, block_size, key, pos=0):
-        self.entries, self.T, self.key = entries, block_size, list(key)
-        self.pass_len = sum(len(e) for e in entries)
+    def __init__(self, entries, block_size, key, device="cpu", pos=0):
+        lengths = np.array([len(e) for e in entries], dtype=np.int64)
+        self.flat = torch.from_numpy(np.concatenate(entries)).to(device)
+        self.starts = torch.from_numpy(np.cumsum(lengths) - lengths).to(device)
+        self.lengths = torch.from_numpy(lengths).to(device)
+        self.T, self.key, self.pass_len = block_size, list(key), int(lengths.sum())
         self.seek(pos)
 
     def pass_tokens(self, k):
-        order = np.random.default_rng(self.key + [k]).permutation(len(self.entries))
-        return np.concatenate([self.entries[i] for i in order])
+        order = torch.from_numpy(np.random.default_rng(self.key + [k]).permutation(len(self.lengths)))
+        order = order.to(self.flat.device)
+        lengths = self.lengths[order]
+        # token j of the pass is token j - (where its entry begins in the pass) of that entry in `flat`
+        shift = torch.repeat_interleave(self.starts[order] - (torch.cumsum(lengths, 0) - lengths), lengths,
+                                        output_size=self.pass_len)
+        return self.flat[torch.arange(self.pass_len, device=self.flat.device) + shift]
 
     def seek(self, pos):
         k = pos // self.pass_len
@@ -613,13 +650,14 @@ class PackedStream:
         self.buf = self.pass_tokens(k)[pos - k * self.pass_len:]  # starts at pos, ends where pass k ends
 
     def windows(self, n):
-        out = np.empty((n, self.T + 1), dtype=np.int64)
-        for i in range(n):
-            while len(self.buf) < self.T + 1:
-                self.buf = np.concatenate([self.buf, self.pass_tokens(self.next_pass)])
-                self.next_pass += 1
-            out[i] = self.buf[:self.T + 1]
-            self.buf, self.pos = self.buf[self.T:], self.pos + self.T
+        """(n, T+1) windows, consecutive ones overlapping by one token."""
+        if n == 0:
+            return self.buf.new_empty((0, self.T + 1))
+        while len(self.buf) < n * self.T + 1:
+            self.buf = torch.cat([self.buf, self.pass_tokens(self.next_pass)])
+            self.next_pass += 1
+        out = self.buf[:n * self.T + 1].unfold(0, self.T + 1, self.T)
+        self.buf, self.pos = self.buf[n * self.T:], self.pos + n * self.T
         return out
 
 
@@ -643,29 +681,98 @@ def make_optimizer(model, cfg, device):
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=cfg.adam_eps, fused=device == "cuda")
+    cuda = device_type(device) == "cuda"  # fused kernel on CUDA; on CPU one op per step for all tensors (foreach)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=cfg.adam_eps, fused=cuda or None,
+                             foreach=None if cuda else True)
 
 
 def autocast(device):
     """bf16 autocast on CUDA; float32 elsewhere (bf16 on a CPU measured 12-17x slower for tiny models)."""
-    if device == "cuda":
+    if device_type(device) == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
 
 
+def tune_for(device):
+    """CUDA: TF32 for the float32 matmuls autocast leaves. CPU (Linux): keep freed tensors in the process. glibc
+    hands every block over 128 KB back to the kernel on free, so each step page-faults its logits and activations in
+    afresh; keeping them measured 12.5k -> 16k tokens/s for the cpu preset on 2 cores (README, "Speed")."""
+    if device_type(device) == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif device_type(device) == "cpu" and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MB come from the heap, not mmap
+            libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of freed heap for the next step
+        except (OSError, AttributeError):  # not glibc: nothing to tune
+            pass
+
+
+def compiles(cfg, device):
+    """--compile auto: on for CUDA, where it pays (fused kernels); off on CPU and MPS, where it did not (README)."""
+    return cfg.compile == "on" or (cfg.compile == "auto" and device_type(device) == "cuda")
+
+
 def maybe_compile(model, cfg, device):
-    use = cfg.compile == "on" or (cfg.compile == "auto" and device == "cuda")
-    return torch.compile(model) if use else model
+    return torch.compile(model) if compiles(cfg, device) else model
+
+
+def training_step(fwd, model, opt, x, y, cfg, lr, device):
+    """One optimiser step (forward, backward, clip, AdamW); returns the loss tensor without a device sync."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with autocast(device):
+        _, loss = fwd(x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss.detach()
+
+
+# Multi-GPU (or multi-process CPU) data parallelism: `torchrun --nproc_per_node=K bioknow.py train ...` starts K
+# processes; each builds the same global batch from the same stream and trains on its own slice of the rows;
+# DistributedDataParallel averages the gradients, so the run follows the single-process run of the same global batch.
+
+def world():
+    """(rank, world size) under torchrun, (0, 1) otherwise; joins the process group on first use."""
+    size = int(os.environ.get("WORLD_SIZE", 1))
+    if size > 1 and not torch.distributed.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    return (torch.distributed.get_rank(), size) if size > 1 else (0, 1)
+
+
+def barrier():
+    if world()[1] > 1:
+        torch.distributed.barrier()
+
+
+def mean_over_ranks(value):
+    if world()[1] > 1:
+        value = value.clone()
+        torch.distributed.all_reduce(value)
+        value /= world()[1]
+    return value
 
 
 def run_steps(model, opt, cfg, device, start, total, next_batch, desc, quiet=False, log=None, save=None):
     """The optimisation loop shared by pretraining and finetuning, from step `start` (0, or a checkpoint's) to
     `total`: next_batch(step) -> (x, y) with y = -1 ignored; save(step) writes a checkpoint every cfg.ckpt_every
-    steps and at the end. A non-finite loss stops the run before anything after it is saved."""
+    steps and at the end. A non-finite loss stops the run before anything after it is saved. Under torchrun each
+    process trains on its slice of the batch's rows and only rank 0 logs and saves."""
+    rank, size = world()
     model.train()
     fwd = maybe_compile(model, cfg, device)
+    if size > 1:
+        fwd = torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[torch.device(device).index]
+                                                        if device_type(device) == "cuda" else None)
     first_bad = torch.full((), -1, device=device)  # first step with a non-finite loss; kept on the device: no sync
-    last_saved, t0, tokens, losses = start, time.time(), 0, []
+    last_saved, losses, tokens, since = start, [], 0, (time.time(), 0)  # tokens/s is over the last log interval
 
     def stop_if_diverged(step):
         bad = int(first_bad)
@@ -674,32 +781,29 @@ def run_steps(model, opt, cfg, device, start, total, next_batch, desc, quiet=Fal
             raise UserError(f"non-finite loss at step {bad if bad >= 0 else step}: training stopped, {kept}; "
                             f"lower --lr and train again")
 
-    bar = tqdm(range(start, total), desc=desc, unit="step", disable=quiet, mininterval=1, initial=start, total=total)
+    bar = tqdm(range(start, total), desc=desc, unit="step", disable=quiet or rank > 0, mininterval=1, initial=start,
+               total=total)
     for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, cfg)
         x, y = next_batch(step)
+        if size > 1:
+            x, y = x.chunk(size)[rank], y.chunk(size)[rank]
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(device):
-            _, loss = fwd(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        first_bad = torch.where((first_bad < 0) & ~loss.detach().isfinite(), step, first_bad)
-        tokens += x.numel()
+        loss = training_step(fwd, model, opt, x, y, cfg, lr_at(step, total, cfg), device)
+        first_bad = torch.where((first_bad < 0) & ~loss.isfinite(), step, first_bad)
+        tokens += x.numel() * size
         if step % cfg.log_every == 0 or step == total - 1:
             stop_if_diverged(step)
-            rate = tokens / (time.time() - t0)
-            losses.append(dict(step=step, loss=round(loss.item(), 4), lr=opt.param_groups[0]["lr"],
+            loss_value = mean_over_ranks(loss).item()
+            rate, since = (tokens - since[1]) / (time.time() - since[0]), (time.time(), tokens)
+            losses.append(dict(step=step, loss=round(loss_value, 4), lr=opt.param_groups[0]["lr"],
                                tokens_per_sec=round(rate)))
             bar.set_postfix(loss=f"{losses[-1]['loss']:.3f}", tok_s=f"{rate:,.0f}")
-            if log:
+            if log and rank == 0:
                 log(losses[-1])
         if save and (step + 1 == total or cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0):
             stop_if_diverged(step)  # never overwrite a good checkpoint with diverged weights
-            save(step + 1)
+            if rank == 0:
+                save(step + 1)
             last_saved = step + 1
     model.eval()
     return losses
@@ -707,19 +811,20 @@ def run_steps(model, opt, cfg, device, start, total, next_batch, desc, quiet=Fal
 
 def new_run_dir(out, force, resume=False):
     """Make --out for a fresh run (refusing to overwrite a run unless --force), or check it holds one to resume."""
-    if resume:
-        if force:
-            raise UserError("--resume and --force exclude each other (--force starts the run again)")
-        if not os.path.isfile(os.path.join(out, "model.pt")):
-            again = "again with --force" if os.path.isdir(out) and os.listdir(out) else "without --resume"
-            raise UserError(f"--resume: no checkpoint in {out} to resume from (start the run {again})")
-        for name in os.listdir(out):  # what a kill during a write left behind
-            if ".tmp" in name:
-                os.remove(os.path.join(out, name))
-        return
-    if os.path.exists(out) and os.listdir(out) and not force:
+    if resume and force:
+        raise UserError("--resume and --force exclude each other (--force starts the run again)")
+    if resume and not os.path.isfile(os.path.join(out, "model.pt")):
+        again = "again with --force" if os.path.isdir(out) and os.listdir(out) else "without --resume"
+        raise UserError(f"--resume: no checkpoint in {out} to resume from (start the run {again})")
+    if not resume and os.path.exists(out) and os.listdir(out) and not force:
         raise UserError(f"{out} exists and is not empty (use --resume to continue it, --force to overwrite)")
+    barrier()  # under torchrun: every process has checked before the first one writes
+    if world()[0] > 0:
+        return
     os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out) if resume else ():  # what a kill during a write left behind
+        if ".tmp" in name:
+            os.remove(os.path.join(out, name))
 
 
 def rng_state():
@@ -801,6 +906,8 @@ def data_identity(data):
 
 def run_log(out, start=0):
     """RUN/log.jsonl, one row a logged step; on resume the rows from `start` on are dropped (they are redone)."""
+    if world()[0] > 0:
+        return None
     path = os.path.join(out, "log.jsonl")
     rows = []
     if start and os.path.isfile(path):
@@ -820,8 +927,9 @@ def run_log(out, start=0):
 
 def run_config(out, cfg, **extra):
     """RUN/config.json: every hyper-parameter, the preset and seed, and where the numbers came from."""
-    write_json(os.path.join(out, "config.json"), dict(dataclasses.asdict(cfg), **extra, torch=torch.__version__,
-                                                      bioknow=VERSION, commit=git_commit()))
+    if world()[0] == 0:
+            write_json(os.path.join(out, "config.json"), dict(dataclasses.asdict(cfg), **extra, torch=torch.__version__,
+                                                          bioknow=VERSION, commit=git_commit(), processes=world()[1]))
 
 
 def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
@@ -833,7 +941,10 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
         raise UserError(f"--qa-ratio must be in [0, 1], got {cfg.qa_ratio}")
     data = load_checked_data(data_dir)
     device = pick_device(cfg.device)
+    if cfg.batch_size % world()[1]:
+        raise UserError(f"--batch-size {cfg.batch_size} does not split over {world()[1]} processes")
     new_run_dir(out, force, resume)
+    tune_for(device)
     seed_everything(cfg.seed)
     tok = Tokenizer(data["vocab"])
     bios = encode_entries([b["text"] for b in data["bios"]], tok)
@@ -842,10 +953,10 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
     opt = make_optimizer(model, cfg, device)
     # The data order is a function of (seed, stream, pass) and the mixing draw one of (seed, step), so the two
     # stream positions are all a checkpoint needs to replay the same batches.
-    streams = dict(bio=PackedStream(bios, cfg.block_size, key=(cfg.seed, 0)))
+    streams = dict(bio=PackedStream(bios, cfg.block_size, key=(cfg.seed, 0), device=device))
     if cfg.mode == "mixed":
         qa = [qa_text(r["question"], r["answer"]) for r in data["qa"] if r["split"] == "train"]
-        streams["qa"] = PackedStream(encode_entries(qa, tok), cfg.block_size, key=(cfg.seed, 1))
+        streams["qa"] = PackedStream(encode_entries(qa, tok), cfg.block_size, key=(cfg.seed, 1), device=device)
     start = 0
     if resume:
         ckpt = resume_state(out, "pretrain", model, opt, cfg, data)
@@ -858,8 +969,7 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
     def next_batch(step):
         n_qa = int(np.random.default_rng([cfg.seed, 2, step]).binomial(cfg.batch_size, cfg.qa_ratio)) \
             if "qa" in streams else 0
-        parts = [streams["bio"].windows(cfg.batch_size - n_qa)] + ([streams["qa"].windows(n_qa)] if n_qa else [])
-        w = torch.from_numpy(np.concatenate(parts))
+        w = torch.cat([streams["bio"].windows(cfg.batch_size - n_qa)] + ([streams["qa"].windows(n_qa)] if n_qa else []))
         return w[:, :-1], w[:, 1:]
 
     def save(step):
@@ -922,6 +1032,8 @@ def split_holdout(people, fraction, seed):
 def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, shape=None):
     """Full QA finetuning of a pretrained run on P_train questions (paper §4; LoRA comes later). The model's shape
     comes from the pretrained checkpoint; `shape` holds the shape flags a user gave, which must agree with it."""
+    if world()[1] > 1:
+        raise UserError("finetune runs in one process (QA finetuning takes minutes); use torchrun for train")
     data = load_checked_data(data_dir)
     device = pick_device(cfg.device)
     model, base_cfg, _ = load_checkpoint(run, device, data["vocab"], shape)
@@ -939,15 +1051,19 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, sh
     if not resume:
         run_config(out, cfg, base=os.path.abspath(run), data=os.path.abspath(data_dir), steps_resolved=total,
                    holdout_ids=sorted(held))
-    orders = {}
+    x_all, y_all = (t.to(device) for t in pad_batch(examples, tok.eos))  # every example, resident on the device
+    lengths, orders = np.array([len(x) for x, _ in examples]), {}
 
     def next_batch(step):
-        """Epoch e visits the examples in an order drawn from (seed, e): a function of the step, so resumable."""
+        """Epoch e visits the examples in an order drawn from (seed, e): a function of the step, so resumable. A
+        batch is cut to its longest example."""
         epoch, i = divmod(step, per_epoch)
         if epoch not in orders:
             orders.clear()
             orders[epoch] = np.random.default_rng([cfg.seed, 3, epoch]).permutation(len(examples))
-        return pad_batch([examples[j] for j in orders[epoch][i * cfg.batch_size:(i + 1) * cfg.batch_size]], tok.eos)
+        rows = orders[epoch][i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        idx, T = torch.from_numpy(rows).to(device), int(lengths[rows].max())
+        return x_all[idx, :T], y_all[idx, :T]
 
     def save(step):
         save_checkpoint(os.path.join(out, "model.pt"), model, cfg, tok.vocab, "finetune", step, total, opt,
@@ -961,15 +1077,18 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, sh
 
 @torch.no_grad()
 def greedy_answers(model, prompts, max_new, eos, device):
-    """Greedy decoding for same-length prompts (B, T): returns (B, max_new) generated token ids."""
+    """Greedy decoding for same-length prompts (B, P), the whole batch at once with a key/value cache: one forward
+    over the prompts, then one token per step. Returns (B, max_new) generated token ids."""
     x = prompts.to(device)
-    out = []
+    B, P = x.shape
+    cache = model.new_cache(B, P + max_new, torch.bfloat16 if device_type(device) == "cuda" else torch.float32)
+    out, start = [], 0
     for _ in range(max_new):
         with autocast(device):
-            logits, _ = model(x)
-        nxt = logits[:, -1].argmax(-1, keepdim=True)
-        out.append(nxt)
-        x = torch.cat([x, nxt], dim=1)
+            logits, _ = model(x, cache=cache, start=start)
+        start += x.shape[1]
+        x = logits[:, -1].argmax(-1, keepdim=True)
+        out.append(x)
     return torch.cat(out, dim=1).cpu()
 
 
@@ -1087,7 +1206,8 @@ def mixed_sweep(preset, seed, out, device, quiet=False):
                                                   "batch_size", "block_size", "weight_decay", "qa_ratio",
                                                   "rotary_frac")},
                     steps=row["pretrain_steps"], bio_memorization=row["bio_memorization"], qa_train=row["qa_train"],
-                    qa_test=row["qa_test"], minutes=row["minutes"], hardware=hardware)
+                    qa_test=row["qa_test"], minutes=row["minutes"], hardware=hardware, bioknow=VERSION,
+                    commit=git_commit())
         done = open(path).read() if os.path.isfile(path) else ""
         write_text(path, done + json.dumps(line) + "\n")  # rewritten whole: a kill never leaves half a line
         print(f"mixed {json.dumps(overrides)}: P_test {row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)",
@@ -1175,7 +1295,8 @@ def mixed_sweep_markdown(path):
              f"From `{os.path.basename(path)}` (raw numbers, one run a line). bioS single, mixed training from scratch; "
              "P_test QA mean in %. Regenerate with `python bioknow.py reproduce --table mixed-sweep` (the `MIXED_SWEEP` "
              "list: overrides of the `cpu` preset), then `reproduce --report-only`. Hardware and minutes as recorded "
-             "in the file.", "",
+             "in the file; lines without a `bioknow` version ran on 0.1.0 (another data order, the tanh GELU, an "
+             "unpadded embedding): comparable in trend, not to the digit.", "",
              "| people | layers x width | heads | rotary | passes | steps | lr | wd | QAr | batch | memorised | "
              "P_train | P_test | minutes | hardware |", "|" + "---|" * 15]
     for r in rows:
@@ -1188,8 +1309,8 @@ def mixed_sweep_markdown(path):
 
 
 def hardware_name(device):
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
+    if device_type(device) == "cuda":
+        return torch.cuda.get_device_name(device)
     return f"{device}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
@@ -1221,6 +1342,78 @@ def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet
     write_json(os.path.join(out, "reproduce.json"), result)
     write_report(result, out)
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- benchmark: full training steps (forward, backward, optimiser) timed after warm-up and compilation
+
+PEAK_BF16_TFLOPS = {"H200": 989, "H100": 989, "GH200": 989, "B200": 2250, "A100": 312, "L40S": 362, "L40": 181,
+                    "L4": 121, "A10": 125, "4090": 165, "3090": 71}  # dense, by device name; MFU is against these
+
+
+def peak_flops(device):
+    if device_type(device) != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tflops * 1e12 for key, tflops in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def flops_per_token(model, cfg):
+    """Training FLOPs a token: 6 per parameter (forward and backward) plus attention's 12 * layers * width * context
+    (the PaLM paper's appendix B count, as nanoGPT's estimate_mfu)."""
+    return 6 * sum(p.numel() for p in model.parameters()) + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def synchronize(device):
+    if device_type(device) == "cuda":
+        torch.cuda.synchronize(device)
+    elif device_type(device) == "mps":
+        torch.mps.synchronize()
+
+
+def seconds_per_call(fn, steps, warmup, device):
+    """Mean wall time of fn() over `steps` calls after `warmup` calls (which also trigger compilation)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def bench(cfg, vocab_size=None, steps=10, warmup=3):
+    """Time bioknow's own training step (training_step, the one `train` runs) at cfg's shape on random tokens."""
+    device = pick_device(cfg.device)
+    tune_for(device)
+    seed_everything(cfg.seed)
+    vocab_size = vocab_size or len(VOCAB)
+    model = GPT(cfg, vocab_size).to(device)
+    opt = make_optimizer(model, cfg, device)
+    fwd = maybe_compile(model, cfg, device)
+    w = torch.randint(vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device)
+    sec = seconds_per_call(lambda: training_step(fwd, model, opt, w[:, :-1], w[:, 1:], cfg, cfg.lr, device), steps,
+                           warmup, device)
+    tokens_per_sec = cfg.batch_size * cfg.block_size / sec
+    peak = peak_flops(device)
+    return dict(tokens_per_sec=round(tokens_per_sec), ms_per_step=round(1000 * sec, 2),
+                params=sum(p.numel() for p in model.parameters()), device=hardware_name(device),
+                dtype="bfloat16" if device_type(device) == "cuda" else "float32", compiled=compiles(cfg, device),
+                mfu=round(flops_per_token(model, cfg) * tokens_per_sec / peak, 4) if peak else None,
+                shape=dict({k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")},
+                           vocab_size=vocab_size, preset=cfg.preset),
+                **projection(cfg, tokens_per_sec), threads=torch.get_num_threads())
+
+
+def projection(cfg, tokens_per_sec):
+    """Hours for the preset's whole pretraining (its steps at its own batch) at the measured speed."""
+    preset = resolve_config(cfg.preset)
+    if not preset.steps:
+        return dict(projected_hours=None, projected_for=None)
+    tokens = preset.steps * preset.batch_size * preset.block_size
+    return dict(projected_hours=round(tokens / tokens_per_sec / 3600, 2),
+                projected_for=f"{preset.steps} steps x {preset.batch_size} x {preset.block_size} tokens")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1274,7 +1467,8 @@ def cmd_check(args):
 def cmd_train(args):
     cfg = resolve_config(args.preset, "train", **config_overrides(args))
     _, info = train(cfg, args.data, args.out, args.force, args.quiet, args.resume)
-    print(json.dumps(dict(run=args.out, **info)))
+    if world()[0] == 0:
+        print(json.dumps(dict(run=args.out, **info)))
 
 
 def cmd_finetune(args):
@@ -1301,6 +1495,12 @@ def cmd_eval(args):
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result))
+
+
+def cmd_bench(args):
+    shape = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")}
+    cfg = resolve_config(args.preset, device=args.device, compile=args.compile, **shape)
+    print(json.dumps(bench(cfg, args.vocab_size, args.steps, args.warmup)))
 
 
 def cmd_reproduce(args):
@@ -1350,6 +1550,17 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="write the result as one JSON object here")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="time full training steps; prints one JSON line (tokens/s, ms/step, MFU)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help="the shape to time (default %(default)s)")
+    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="override the preset's")
+    p.add_argument("--vocab-size", type=int, default=None, help=f"default: bioknow's vocabulary ({len(VOCAB)})")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--steps", type=int, default=10, help="timed steps (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first, compilation included")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("reproduce", help="the headline table -> OUT/REPORT.md and OUT/reproduce.json")
     p.add_argument("--preset", default=DEFAULT_PRESET)
@@ -1584,7 +1795,7 @@ PAPER_QA = {
     ("single", "mixed"): [86.6, 96.1, 97.4, 90.1, 94.8, 88.8, 53.4],
 }
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"  # 0.2: resumable checkpoints (optimizer, RNGs, stream positions), padded embedding
 VARIANTS = _variants()
 VOCAB = build_vocab()
 

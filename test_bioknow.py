@@ -262,6 +262,15 @@ def test_packed_stream_has_no_padding_and_every_entry():
         Counter(np.concatenate(entries).tolist()).items())
 
 
+def test_packed_stream_resumes_from_a_position_and_cuts_any_batch_sizes():
+    entries = [np.array([0] + [i + 1] * (2 + i % 5)) for i in range(15)]
+    whole = bk.PackedStream(entries, block_size=6, key=(1, 0)).windows(40)
+    stream = bk.PackedStream(entries, block_size=6, key=(1, 0))
+    parts = [stream.windows(n) for n in (3, 0, 11, 1)]
+    resumed = bk.PackedStream(entries, block_size=6, key=(1, 0), pos=stream.pos)
+    assert torch.equal(torch.cat(parts + [resumed.windows(25)]), whole)
+
+
 def test_augmented_data_gets_same_compute(tmp_path):
     cfg = bk.resolve_config("tiny")
     steps = {}
@@ -412,6 +421,22 @@ def test_same_seed_same_curve_and_config_records_everything(tmp_path):
     assert cfg["preset"] == "tiny" and cfg["seed"] == 0 and cfg["torch"] == torch.__version__
 
 
+def test_torchrun_two_processes_follow_the_single_process_curve(tmp_path):
+    """DDP with gloo on 2 CPU processes, each on half of every batch, tracks one process on the whole batch."""
+    d = str(tmp_path / "d")
+    bk.generate(d, 60, "single", quiet=True)
+    args = ["--data", d, "--preset", "tiny", "--steps", "12", "--log-every", "1", "--device", "cpu", "--quiet"]
+    cli("train", "--out", str(tmp_path / "one"), *args)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           os.path.join(HERE, "bioknow.py"), "train", "--out", str(tmp_path / "two"), *args],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = logged_curve(str(tmp_path / "one")), logged_curve(str(tmp_path / "two"))
+    assert [s for s, _, _ in one] == [s for s, _, _ in two]
+    assert np.allclose([l for _, l, _ in one], [l for _, l, _ in two], atol=2e-3), (one, two)
+    assert json.loads(open(tmp_path / "two" / "config.json").read())["processes"] == 2
+
+
 # --- QA finetuning and evaluation
 
 def test_answer_only_loss_mask():
@@ -422,6 +447,16 @@ def test_answer_only_loss_mask():
     assert len(x) == len(y)
     assert all(t == -1 for t in y[:prompt_len - 1])
     assert [tok.vocab[t] for t in y[prompt_len - 1:]] == ["Computer", "Science", ".", bk.EOS]
+
+
+def test_kv_cache_decoding_matches_full_recompute():
+    model, _ = tiny_model()
+    prompts = torch.randint(0, 50, (5, 7))
+    cached = bk.greedy_answers(model, prompts, 6, 0, "cpu")
+    x = prompts
+    for _ in range(6):  # the plain way: the whole sequence through the model for every new token
+        x = torch.cat([x, model(x)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(cached, x[:, 7:])
 
 
 def test_exact_match():
@@ -442,6 +477,15 @@ def test_value_positions_fixed_and_permuted(people):
                 assert set(found) == set(bk.ATTRIBUTES)
                 for a, i in found.items():
                     assert ids[i:i + len(tok.encode(p[a]))] == tok.encode(p[a])
+
+
+# --- benchmark
+
+def test_bench_reports_a_timed_step():
+    result = bk.bench(bk.resolve_config("tiny", device="cpu"), steps=2, warmup=1)
+    assert {"tokens_per_sec", "ms_per_step", "params", "device", "dtype", "compiled", "mfu"} <= set(result)
+    assert result["tokens_per_sec"] > 0 and result["mfu"] is None and result["dtype"] == "float32"
+    assert result["params"] == sum(p.numel() for p in bk.GPT(bk.resolve_config("tiny"), len(bk.VOCAB)).parameters())
 
 
 # --- command line
@@ -527,7 +571,7 @@ def test_bad_input_one_line_exit_2_writes_nothing(tiny_run, tmp_path, capsys, ca
 
 
 def test_every_subcommand_has_help(capsys):
-    for sub in ("generate", "check", "train", "finetune", "eval", "reproduce"):
+    for sub in ("generate", "check", "train", "finetune", "eval", "bench", "reproduce"):
         code, out, _ = run_main(capsys, sub, "--help")
         assert code == 0 and "usage:" in out
 
