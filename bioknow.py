@@ -13,6 +13,7 @@ Subcommands (each has --help):
     finetune   QA-finetune a pretrained run on P_train questions (answer tokens only)
     bench      time full training steps at a preset's shape: tokens/s, ms/step, MFU
     eval       exact-match QA accuracy on P_train / P_test, and memorisation of the biographies
+    probe      P- and Q-probing of a frozen pretrained run (paper §6): where each attribute is stored
     reproduce  the paper's headline comparison, written to results/REPORT.md and results/reproduce.json
 
 Example:
@@ -86,6 +87,7 @@ class Config:
     compile: str = "auto"            # auto (on for CUDA) | on | off
     ckpt_every: int = 1000           # steps between checkpoints (0: only at the end); --resume continues from one
     log_every: int = 50
+    probe_steps: int = 300           # probe training steps (paper §6: 30,000 at batch 50 / 200)
 
 
 PRESETS = {
@@ -560,13 +562,13 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("proj.weight") else 0.02
                 nn.init.normal_(p, mean=0.0, std=std)
 
-    def hidden(self, idx, cache=None, start=0):
-        """Last-layer hidden states (after the final LayerNorm): what the probes read (paper §5). With a cache
-        (new_cache), idx continues a sequence at position `start`."""
+    def hidden(self, idx, cache=None, start=0, wte=None):
+        """Last-layer hidden states (after the final LayerNorm): what the probes read (paper §6). With a cache
+        (new_cache), idx continues a sequence at position `start`; `wte` replaces the input embedding (probes)."""
         T = idx.shape[1]
         assert start + T <= self.cos.shape[0], f"sequence of {start + T} tokens exceeds block_size {self.cos.shape[0]}"
         cos, sin = self.cos[start:start + T], self.sin[start:start + T]
-        x = self.wte(idx)
+        x = self.wte(idx) if wte is None else F.embedding(idx, wte)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, None if cache is None else cache[i], start)
         return self.ln_f(x)
@@ -1172,6 +1174,140 @@ def evaluate(model, data, device, quiet=True):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# --- probing (paper §6, Figures 5-7): where does the frozen pretrained model keep each fact?
+# A linear read-out of the last layer at one position: if it recovers an attribute for people it was not trained on,
+# the attribute is (nearly) linearly stored there. P-probing reads a biography just before each attribute; Q-probing
+# reads the bare full name. Trainable: per target attribute a low-rank update of the input embedding (rank 2 for P,
+# 16 for Q, as the paper), a normalisation and linear classifiers. The model's weights never change.
+
+PROBE_KINDS = {"first_token": ATTRIBUTES, "whole": ATTRIBUTES[1:]}  # first token (birth date: the month), whole value
+
+
+def probe_labels(people, tok):
+    """Class ids, person by person, for every (kind, attribute): numbered over all people so train and test share."""
+    labels = {}
+    for kind, attrs in PROBE_KINDS.items():
+        for attr in attrs:
+            keys = [tok.encode(p[attr])[0] if kind == "first_token" else p[attr] for p in people]
+            index = {k: i for i, k in enumerate(sorted(set(keys), key=str))}
+            labels[kind, attr] = torch.tensor([index[k] for k in keys])
+    return labels
+
+
+def p_probe_positions(tokens, person, tok):
+    """The six read positions of an entry, in sentence order: the token just before each attribute's first token."""
+    return sorted(i - 1 for i in value_positions(tokens, person, tok).values())
+
+
+def p_probe_inputs(data, tok):
+    """Each person's first biography entry (EOS first, as in training) and its six read positions."""
+    first = {}
+    for b in data["bios"]:
+        first.setdefault(b["id"], b["text"])
+    seqs, positions = [], []
+    for p in data["people"]:
+        tokens = [tok.eos] + tok.encode(first[p["id"]])
+        seqs.append(tokens)
+        positions.append(p_probe_positions(tokens, p, tok))
+    return seqs, positions
+
+
+def q_probe_inputs(data, tok):
+    """The bare full name between a start and an end token (EOS both), read at the end token."""
+    seqs = [[tok.eos] + tok.encode(p["name"]) + [tok.eos] for p in data["people"]]
+    return seqs, [[len(s) - 1] for s in seqs]
+
+
+def new_probes(wte, rank, norm, n_pos, labels, device):
+    """Per target attribute: a rank-`rank` update A @ B of the input embedding (B = 0 at first, so the probe starts
+    from the model as trained) and, per read position and kind, a normalisation and a linear classifier."""
+    probes = {}
+    for attr in ATTRIBUTES:
+        a = (torch.randn(wte.shape[0], rank, device=device) * 0.02).requires_grad_()
+        b = torch.zeros(rank, wte.shape[1], device=device, requires_grad=True)
+        heads = nn.ModuleDict({kind: nn.ModuleList(nn.Sequential(norm(wte.shape[1]), nn.Linear(
+            wte.shape[1], int(labels[kind, attr].max()) + 1)) for _ in range(n_pos))
+            for kind in PROBE_KINDS if attr in PROBE_KINDS[kind]})
+        probes[attr] = (a, b, heads.to(device))
+    return probes
+
+
+def fit_probe(model, seqs, positions, labels, train_ids, test_ids, rank, norm, steps, batch_size, device, seed=0,
+              lr=1e-3, weight_decay=0.3, dropout=0.1, quiet=True):
+    """Train one probe per target attribute on train_ids, score test_ids: accuracy (%) per (kind, attribute) and
+    read position, plus the majority-guess baseline. The model is frozen; gradients reach only the probe."""
+    torch.manual_seed(seed)
+    model.requires_grad_(False)
+    wte = model.wte.weight
+    T = max(len(s) for s in seqs)
+    x_all = torch.tensor([s + [s[-1]] * (T - len(s)) for s in seqs], device=device)  # causal: padding after is inert
+    pos_all, n_pos = torch.tensor(positions, device=device), len(positions[0])
+    probes = new_probes(wte, rank, norm, n_pos, labels, device)
+    opt = torch.optim.AdamW([p for a, b, heads in probes.values() for p in (a, b, *heads.parameters())], lr=lr,
+                            weight_decay=weight_decay)
+    y_all = {k: v.to(device) for k, v in labels.items()}
+    train_ids, rng = torch.tensor(sorted(train_ids), device=device), np.random.default_rng(seed)
+
+    def features(attr, ids):
+        a, b, _ = probes[attr]
+        h = model.hidden(x_all[ids], wte=wte + a @ b)
+        return h[torch.arange(len(ids), device=device)[:, None], pos_all[ids]]  # (B, positions, D)
+
+    for step in tqdm(range(steps), desc="probe", disable=quiet, mininterval=1):
+        for g in opt.param_groups:
+            g["lr"] = lr * (1 - step / steps)  # linear decay (paper §6)
+        ids = train_ids[torch.from_numpy(rng.choice(len(train_ids), min(batch_size, len(train_ids)), replace=False)).to(device)]
+        loss = 0.0
+        for attr, (_, _, heads) in probes.items():
+            f = F.dropout(features(attr, ids), dropout, training=True)
+            for kind, per_pos in heads.items():
+                loss = loss + sum(F.cross_entropy(per_pos[p](f[:, p]), y_all[kind, attr][ids]) for p in range(n_pos))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return score_probe(probes, features, y_all, train_ids, torch.tensor(sorted(test_ids), device=device), n_pos)
+
+
+@torch.no_grad()
+def score_probe(probes, features, y_all, train_ids, test_ids, n_pos):
+    result = {kind: {} for kind in PROBE_KINDS} | {"baseline": {kind: {} for kind in PROBE_KINDS}}
+    for attr, (_, _, heads) in probes.items():
+        heads.eval()
+        f = torch.cat([features(attr, test_ids[i:i + 512]) for i in range(0, len(test_ids), 512)])
+        for kind, per_pos in heads.items():
+            y = y_all[kind, attr][test_ids]
+            result[kind][attr] = [round(100.0 * (per_pos[p](f[:, p]).argmax(-1) == y).float().mean().item(), 2)
+                                  for p in range(n_pos)]
+            majority = torch.bincount(y_all[kind, attr][train_ids]).argmax()
+            result["baseline"][kind][attr] = round(100.0 * (y == majority).float().mean().item(), 2)
+    return result
+
+
+def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, quiet=False, lr=1e-3):
+    """P- and/or Q-probe a pretrained run on P_train people, scored on P_test people (PAPER.md §9)."""
+    data = load_checked_data(data_dir)
+    device = pick_device(device)
+    model, cfg, _ = load_checkpoint(run, device, data["vocab"])
+    tok = Tokenizer(data["vocab"])
+    labels = probe_labels(data["people"], tok)
+    train_ids = [p["id"] for p in data["people"] if p["split"] == "train"]
+    test_ids = [p["id"] for p in data["people"] if p["split"] == "test"]
+    preset = resolve_config(cfg.preset)
+    result = {}
+    if "p" in kinds:
+        seqs, positions = p_probe_inputs(data, tok)
+        result["p_probe"] = fit_probe(model, seqs, positions, labels, train_ids, test_ids, 2, nn.LayerNorm,
+                                      steps or preset.probe_steps, 50, device, seed, lr=lr, quiet=quiet)
+    if "q" in kinds:
+        seqs, positions = q_probe_inputs(data, tok)
+        q = fit_probe(model, seqs, positions, labels, train_ids, test_ids, 16, nn.BatchNorm1d,
+                      steps or preset.probe_steps, 200, device, seed, lr=lr, quiet=quiet)
+        result["q_probe"] = {kind: {a: v[0] for a, v in accs.items()} for kind, accs in q.items() if kind in
+                             PROBE_KINDS} | {"baseline": q["baseline"]}
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # --- experiments: the paper's headline comparison (PAPER.md §5), our numbers beside the paper's
 
 REPRODUCE_ROWS = (("single", "qa_finetune"), ("multi5+permute+fullname", "qa_finetune"), ("single", "mixed"))
@@ -1497,6 +1633,14 @@ def cmd_eval(args):
     print(json.dumps(result))
 
 
+def cmd_probe(args):
+    kinds = ("p", "q") if args.kind == "both" else (args.kind,)
+    result = probe(args.run, args.data, kinds, args.steps, args.device, args.seed, args.quiet, args.lr)
+    if args.out:
+        write_json(args.out, result)
+    print(json.dumps(result))
+
+
 def cmd_bench(args):
     shape = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")}
     cfg = resolve_config(args.preset, device=args.device, compile=args.compile, **shape)
@@ -1550,6 +1694,17 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="write the result as one JSON object here")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("probe", help="P-/Q-probe a frozen pretrained run: where is each attribute stored? (JSON)")
+    p.add_argument("--run", required=True, help="pretrained run directory")
+    p.add_argument("--data", required=True, help="data directory the run was trained on")
+    p.add_argument("--kind", choices=("p", "q", "both"), default="both")
+    p.add_argument("--out", default=None, help="write the result as one JSON object here")
+    p.add_argument("--steps", type=int, default=None, help="probe training steps (default: the run's preset's)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, decayed linearly to 0 (paper: 1e-3)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("bench", help="time full training steps; prints one JSON line (tokens/s, ms/step, MFU)")
     p.add_argument("--preset", default=DEFAULT_PRESET, help="the shape to time (default %(default)s)")

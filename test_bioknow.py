@@ -12,6 +12,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import bioknow as bk
 
@@ -479,6 +480,79 @@ def test_value_positions_fixed_and_permuted(people):
                     assert ids[i:i + len(tok.encode(p[a]))] == tok.encode(p[a])
 
 
+# --- probing
+
+def test_p_probe_positions_are_just_before_each_attribute(people):
+    import random
+    tok = bk.Tokenizer(bk.VOCAB)
+    for spec in ("single", "multi2+permute", "single+permute2+fullname"):
+        for p in people[:30]:
+            for entry in bk.biographies(p, bk.parse_aug(spec), random.Random(p["id"])):
+                ids = [tok.eos] + tok.encode(entry)
+                positions = bk.p_probe_positions(ids, p, tok)
+                firsts = {tok.encode(p[a])[0] for a in bk.ATTRIBUTES}
+                assert len(positions) == 6 and positions == sorted(positions)
+                assert all(ids[i + 1] in firsts for i in positions)
+                if spec == "single":  # fixed order: position k precedes attribute k
+                    assert [ids[i + 1] for i in positions] == [tok.encode(p[a])[0] for a in bk.ATTRIBUTES]
+
+
+def test_probe_trains_only_its_own_parameters(tiny_run):
+    model, _, _ = bk.load_checkpoint(str(tiny_run / "run"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = bk.load_data(str(tiny_run / "d"))
+    tok = bk.Tokenizer(data["vocab"])
+    labels = bk.probe_labels(data["people"], tok)
+    probes = bk.new_probes(model.wte.weight, 2, torch.nn.LayerNorm, 6, labels, "cpu")
+    for a, b, heads in probes.values():
+        assert a.shape[1] == b.shape[0] == 2 and not b.any()  # the embedding update starts at zero
+        assert {type(m).__name__ for m in heads.modules()} <= {"ModuleDict", "ModuleList", "Sequential", "LayerNorm",
+                                                                "Linear"}
+    seqs, positions = bk.p_probe_inputs(data, tok)
+    result = bk.fit_probe(model, seqs, positions, labels, range(20), range(20, 40), 2, torch.nn.LayerNorm, 3, 8,
+                          "cpu")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert len(result["first_token"]["company"]) == 6 and set(result["whole"]) == set(bk.ATTRIBUTES[1:])
+
+
+def test_probe_command_writes_both_probes(tiny_run, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    code, _, _ = run_main(capsys, "probe", "--run", str(tiny_run / "run"), "--data", str(tiny_run / "d"), "--steps",
+                          "2", "--out", str(out), "--device", "cpu")
+    result = json.loads(out.read_text())
+    assert code == 0 and set(result) == {"p_probe", "q_probe"}
+    assert len(result["p_probe"]["first_token"]["birth_date"]) == 6 and set(result["q_probe"]["whole"]) == set(
+        bk.ATTRIBUTES[1:]) and set(result["q_probe"]["baseline"]) == {"first_token", "whole"}
+
+
+class Planted(torch.nn.Module):
+    """A stand-in model whose hidden state at every position is a code of its person's labels (plus noise)."""
+
+    def __init__(self, codes):
+        super().__init__()
+        self.wte, self.codes = torch.nn.Embedding(len(codes) + 1, codes.shape[1]), codes
+
+    def hidden(self, idx, wte=None):
+        h = self.codes[idx[:, 1] - 1] + 0.1 * torch.randn(len(idx), self.codes.shape[1])
+        return h[:, None].expand(-1, idx.shape[1], -1) + 0 * F.embedding(idx, wte)[..., :1]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_probe_reads_a_planted_label_and_not_a_shuffled_one(shuffle):
+    n, g = 400, torch.Generator().manual_seed(0)
+    labels = {(k, a): torch.randint(0, 4, (n,), generator=g) for k, attrs in bk.PROBE_KINDS.items() for a in attrs}
+    codes = torch.cat([F.one_hot(y, 4).float() for y in labels.values()], dim=1)
+    if shuffle:
+        labels = {k: y[torch.randperm(n, generator=g)] for k, y in labels.items()}
+    result = bk.fit_probe(Planted(codes), [[0, i + 1, 0] for i in range(n)], [[1]] * n, labels, range(300),
+                          range(300, n), 2, torch.nn.LayerNorm, 150, 50, "cpu", lr=1e-2)
+    for kind, attrs in bk.PROBE_KINDS.items():
+        for a in attrs:
+            acc, base = result[kind][a][0], result["baseline"][kind][a]
+            assert (acc <= base + 15) if shuffle else (acc >= 95), (kind, a, acc, base)
+
+
 # --- benchmark
 
 def test_bench_reports_a_timed_step():
@@ -571,7 +645,7 @@ def test_bad_input_one_line_exit_2_writes_nothing(tiny_run, tmp_path, capsys, ca
 
 
 def test_every_subcommand_has_help(capsys):
-    for sub in ("generate", "check", "train", "finetune", "eval", "bench", "reproduce"):
+    for sub in ("generate", "check", "train", "finetune", "eval", "probe", "bench", "reproduce"):
         code, out, _ = run_main(capsys, sub, "--help")
         assert code == 0 and "usage:" in out
 
