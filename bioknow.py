@@ -854,9 +854,9 @@ def save_checkpoint(path, model, cfg, vocab, kind, step, total, opt=None, **extr
 SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base")
 
 
-def load_checkpoint(run, device="cpu", vocab=None, shape=None):
-    """Load RUN/model.pt into a GPT; refuses a data vocabulary the checkpoint does not know, and a model shape
-    (`shape`: the fields a user asked for) other than the checkpoint's."""
+def read_checkpoint(run, vocab=None):
+    """RUN/model.pt as a dict and its Config; refuses a missing or corrupt file and a data vocabulary the checkpoint
+    does not know."""
     path = os.path.join(run, "model.pt")
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}")
@@ -868,6 +868,14 @@ def load_checkpoint(run, device="cpu", vocab=None, shape=None):
     if vocab is not None and list(vocab) != list(ckpt["vocab"]):
         raise UserError(f"checkpoint {path} was trained on another vocabulary ({len(ckpt['vocab'])} tokens) than "
                         f"this data ({len(vocab)} tokens)")
+    return ckpt, cfg
+
+
+def load_checkpoint(run, device="cpu", vocab=None, shape=None):
+    """Load RUN/model.pt into a GPT (read_checkpoint's checks), refusing a model shape (`shape`: the fields a user
+    asked for) other than the checkpoint's."""
+    ckpt, cfg = read_checkpoint(run, vocab)
+    path = os.path.join(run, "model.pt")
     for field, value in (shape or {}).items():
         if getattr(cfg, field) != value:
             raise UserError(f"checkpoint {path} is another model shape: {field} {getattr(cfg, field)}, asked for "
@@ -884,7 +892,7 @@ def load_checkpoint(run, device="cpu", vocab=None, shape=None):
 def resume_state(out, kind, model, opt, cfg, data):
     """Restore a run to its last checkpoint: weights, optimiser, RNGs; returns the checkpoint (step, streams).
     Refuses to continue with another configuration or other data than the run started with."""
-    _, saved_cfg, ckpt = load_checkpoint(out, vocab=data["vocab"])
+    ckpt, saved_cfg = read_checkpoint(out, data["vocab"])
     if ckpt.get("kind") != kind or ckpt.get("optimizer") is None:
         raise UserError(f"--resume: {out}/model.pt is not a {kind} checkpoint with training state to continue")
     may_change = {"device", "compile", "ckpt_every", "log_every"}  # how it runs, not what it computes
@@ -930,7 +938,7 @@ def run_log(out, start=0):
 def run_config(out, cfg, **extra):
     """RUN/config.json: every hyper-parameter, the preset and seed, and where the numbers came from."""
     if world()[0] == 0:
-            write_json(os.path.join(out, "config.json"), dict(dataclasses.asdict(cfg), **extra, torch=torch.__version__,
+        write_json(os.path.join(out, "config.json"), dict(dataclasses.asdict(cfg), **extra, torch=torch.__version__,
                                                           bioknow=VERSION, commit=git_commit(), processes=world()[1]))
 
 
@@ -1141,14 +1149,20 @@ def value_positions(tokens, person, tok):
     return found
 
 
+def first_entries(data):
+    """Each person's first biography entry, by id."""
+    first = {}
+    for b in data["bios"]:
+        first.setdefault(b["id"], b["text"])
+    return first
+
+
 @torch.no_grad()
 def bio_memorization(model, tok, data, device, max_people=4000, batch_size=256):
     """First-token accuracy (%) of every attribute inside a person's first biography entry: the model, fed the
     entry, predicts the attribute's first token at the position just before it (paper §4 "> 99%")."""
     by_id = {p["id"]: p for p in data["people"]}
-    first_entry = {}
-    for b in data["bios"]:
-        first_entry.setdefault(b["id"], b["text"])
+    first_entry = first_entries(data)
     ids = sorted(first_entry)[:max_people]
     correct = {a: [] for a in ATTRIBUTES}
     for i in range(0, len(ids), batch_size):
@@ -1201,9 +1215,7 @@ def p_probe_positions(tokens, person, tok):
 
 def p_probe_inputs(data, tok):
     """Each person's first biography entry (EOS first, as in training) and its six read positions."""
-    first = {}
-    for b in data["bios"]:
-        first.setdefault(b["id"], b["text"])
+    first = first_entries(data)
     seqs, positions = [], []
     for p in data["people"]:
         tokens = [tok.eos] + tok.encode(first[p["id"]])
@@ -1256,7 +1268,8 @@ def fit_probe(model, seqs, positions, labels, train_ids, test_ids, rank, norm, s
     for step in tqdm(range(steps), desc="probe", disable=quiet, mininterval=1):
         for g in opt.param_groups:
             g["lr"] = lr * (1 - step / steps)  # linear decay (paper §6)
-        ids = train_ids[torch.from_numpy(rng.choice(len(train_ids), min(batch_size, len(train_ids)), replace=False)).to(device)]
+        picked = rng.choice(len(train_ids), min(batch_size, len(train_ids)), replace=False)
+        ids = train_ids[torch.from_numpy(picked).to(device)]
         loss = 0.0
         for attr, (_, _, heads) in probes.items():
             f = F.dropout(features(attr, ids), dropout, training=True)
@@ -1519,26 +1532,33 @@ def seconds_per_call(fn, steps, warmup, device):
     return (time.perf_counter() - t0) / steps
 
 
+BENCH_SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "batch_size")  # what `bench` may override
+
+
+def bench_step(cfg, vocab_size, device):
+    """bioknow's own training step (training_step, the one `train` runs) at cfg's shape on one batch of random
+    tokens, as a function; and the model it trains."""
+    seed_everything(cfg.seed)
+    model = GPT(cfg, vocab_size).to(device)
+    opt, fwd = make_optimizer(model, cfg, device), maybe_compile(model, cfg, device)
+    w = torch.randint(vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device)
+    return (lambda: training_step(fwd, model, opt, w[:, :-1], w[:, 1:], cfg, cfg.lr, device)), model
+
+
 def bench(cfg, vocab_size=None, steps=10, warmup=3):
-    """Time bioknow's own training step (training_step, the one `train` runs) at cfg's shape on random tokens."""
+    """Time bench_step after warm-up: one JSON-ready dict of speed, MFU and the projected pretraining time."""
     device = pick_device(cfg.device)
     tune_for(device)
-    seed_everything(cfg.seed)
     vocab_size = vocab_size or len(VOCAB)
-    model = GPT(cfg, vocab_size).to(device)
-    opt = make_optimizer(model, cfg, device)
-    fwd = maybe_compile(model, cfg, device)
-    w = torch.randint(vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device)
-    sec = seconds_per_call(lambda: training_step(fwd, model, opt, w[:, :-1], w[:, 1:], cfg, cfg.lr, device), steps,
-                           warmup, device)
+    step, model = bench_step(cfg, vocab_size, device)
+    sec = seconds_per_call(step, steps, warmup, device)
     tokens_per_sec = cfg.batch_size * cfg.block_size / sec
     peak = peak_flops(device)
     return dict(tokens_per_sec=round(tokens_per_sec), ms_per_step=round(1000 * sec, 2),
                 params=sum(p.numel() for p in model.parameters()), device=hardware_name(device),
                 dtype="bfloat16" if device_type(device) == "cuda" else "float32", compiled=compiles(cfg, device),
                 mfu=round(flops_per_token(model, cfg) * tokens_per_sec / peak, 4) if peak else None,
-                shape=dict({k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")},
-                           vocab_size=vocab_size, preset=cfg.preset),
+                shape=dict({k: getattr(cfg, k) for k in BENCH_SHAPE}, vocab_size=vocab_size, preset=cfg.preset),
                 **projection(cfg, tokens_per_sec), threads=torch.get_num_threads())
 
 
@@ -1642,7 +1662,7 @@ def cmd_probe(args):
 
 
 def cmd_bench(args):
-    shape = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")}
+    shape = {k: getattr(args, k) for k in BENCH_SHAPE}
     cfg = resolve_config(args.preset, device=args.device, compile=args.compile, **shape)
     print(json.dumps(bench(cfg, args.vocab_size, args.steps, args.warmup)))
 
@@ -1708,7 +1728,7 @@ def parse_args(argv=None):
 
     p = sub.add_parser("bench", help="time full training steps; prints one JSON line (tokens/s, ms/step, MFU)")
     p.add_argument("--preset", default=DEFAULT_PRESET, help="the shape to time (default %(default)s)")
-    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size"):
+    for name in BENCH_SHAPE:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="override the preset's")
     p.add_argument("--vocab-size", type=int, default=None, help=f"default: bioknow's vocabulary ({len(VOCAB)})")
     p.add_argument("--device", default="auto")

@@ -86,15 +86,6 @@ def nanogpt_step(cfg, vocab_size, device):
     return step
 
 
-def bioknow_step(cfg, vocab_size, device):
-    """bioknow's own training step (the one `train` runs) at cfg's shape on random tokens."""
-    torch.manual_seed(cfg.seed)
-    model = bk.GPT(cfg, vocab_size).to(device)
-    opt, fwd = bk.make_optimizer(model, cfg, device), bk.maybe_compile(model, cfg, device)
-    w = torch.randint(vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device)
-    return lambda: bk.training_step(fwd, model, opt, w[:, :-1], w[:, 1:], cfg, cfg.lr, device)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     p.add_argument("--preset", default=bk.DEFAULT_PRESET)
@@ -107,15 +98,14 @@ def main():
     cfg = bk.resolve_config(args.preset, device=args.device, compile=args.compile, batch_size=args.batch_size)
     device = bk.pick_device(cfg.device)
     bk.tune_for(device)  # the same process settings for both
-    steps = dict(bioknow=bioknow_step(cfg, len(bk.VOCAB), device), nanogpt=nanogpt_step(cfg, len(bk.VOCAB), device))
+    steps = dict(bioknow=bk.bench_step(cfg, len(bk.VOCAB), device)[0], nanogpt=nanogpt_step(cfg, len(bk.VOCAB), device))
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.steps):  # one step of each in turn: a noisy machine slows both alike
         for name, step in (list(steps.items())[::1 if i % 2 else -1]):  # ABBA order
             times[name].append(bk.seconds_per_call(step, 1, 0, device))
     tokens = cfg.batch_size * cfg.block_size
     rate = {name: tokens / float(np.median(t[args.warmup:])) for name, t in times.items()}
-    print(json.dumps(dict(shape=dict({k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size",
-                                                                     "batch_size")}, vocab_size=len(bk.VOCAB)),
+    print(json.dumps(dict(shape=dict({k: getattr(cfg, k) for k in bk.BENCH_SHAPE}, vocab_size=len(bk.VOCAB)),
                           device=bk.hardware_name(device), steps=args.steps, statistic="median step",
                           bioknow_tokens_per_sec=round(rate["bioknow"]), nanogpt_tokens_per_sec=round(rate["nanogpt"]),
                           ratio=round(rate["bioknow"] / rate["nanogpt"], 3))))
