@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 from tqdm import tqdm
 
 ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
@@ -80,6 +81,8 @@ class Config:
     mode: str = "bio"                # bio | mixed (paper §4 mixed training)
     qa_ratio: float = 0.8            # mixed: probability that a window is QA
     holdout: float = 0.0             # finetune: fraction of P_train people held out to choose the recipe
+    lora_qv: int = 0                 # finetune: LoRA rank on query/value (0: full finetuning; paper §4: 8 or 16)
+    lora_emb: int = 0                # finetune: rank of the LoRA update of the embedding (paper §4: 128)
     # run
     preset: str = "cpu"              # the preset these values started from (recorded; set with --preset)
     seed: int = 0
@@ -87,7 +90,7 @@ class Config:
     compile: str = "auto"            # auto (on for CUDA) | on | off
     ckpt_every: int = 1000           # steps between checkpoints (0: only at the end); --resume continues from one
     log_every: int = 50
-    probe_steps: int = 300           # probe training steps (paper §6: 30,000 at batch 50 / 200)
+    probe_steps: int = 50            # probe steps training the embedding update (paper §6: 30,000 at batch 50 / 200)
 
 
 PRESETS = {
@@ -97,12 +100,13 @@ PRESETS = {
                 finetune=dict(lr=3e-4, passes=10, batch_size=32, weight_decay=0.01, warmup_steps=0)),
     # for unit tests: seconds
     "tiny": dict(people=200, n_layer=1, n_head=2, n_embd=32, block_size=128, batch_size=8, passes=4,
-                 warmup_steps=5, log_every=10, finetune=dict(lr=1e-3, passes=1, batch_size=16, weight_decay=0.01,
-                                                             warmup_steps=0)),
-    # paper §4: GPT-2 small, 80k steps of 96 x 512, then LoRA-free full QA finetuning with the paper's optimiser
+                 warmup_steps=5, log_every=10, probe_steps=5,
+                 finetune=dict(lr=1e-3, passes=1, batch_size=16, weight_decay=0.01, warmup_steps=0)),
+    # paper §4: GPT-2 small, 80k steps of 96 x 512, then QA finetuning with the paper's optimiser (full; or LoRA
+    # with --lora-qv 8 --lora-emb 128)
     "paper": dict(people=100_000, n_layer=12, n_head=12, n_embd=768, block_size=512, batch_size=96, steps=80_000,
                   lr=1e-3, weight_decay=0.1, adam_eps=1e-6, warmup_steps=1000, min_lr_frac=0.1, log_every=100,
-                  ckpt_every=5000,
+                  ckpt_every=5000, probe_steps=30_000,
                   finetune=dict(lr=3e-4, weight_decay=0.01, batch_size=48, steps=50_000, warmup_steps=0)),
 }
 PRESETS["toy"] = dict(PRESETS["cpu"], people=300)  # the headline gap at toy scale: the end-to-end test, ~3.5 min
@@ -845,7 +849,7 @@ def set_rng_state(state):
 def save_checkpoint(path, model, cfg, vocab, kind, step, total, opt=None, **extra):
     """RUN/model.pt: the weights and everything needed to continue: config, vocabulary, step and schedule length,
     optimiser moments, every RNG, and (in `extra`) the data streams' positions and the data's identity."""
-    ckpt = dict(model=model.state_dict(), config=dataclasses.asdict(cfg), vocab=vocab, kind=kind, step=step,
+    ckpt = dict(model=merged_state(model), config=dataclasses.asdict(cfg), vocab=vocab, kind=kind, step=step,
                 total_steps=total, optimizer=opt.state_dict() if opt else None, rng=rng_state(), bioknow=VERSION,
                 torch=torch.__version__, **extra)
     write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
@@ -902,7 +906,10 @@ def resume_state(out, kind, model, opt, cfg, data):
                             f"(resume with the run's own flags)")
     if ckpt.get("data") != data_identity(data):
         raise UserError(f"--resume: {data['dir']} is not the data {out} was trained on")
-    model.load_state_dict(ckpt["model"])
+    if ckpt.get("lora"):  # LoRA: the base is the pretrained run, as loaded; continue the adapters
+        assert not model.load_state_dict(ckpt["lora"], strict=False).unexpected_keys
+    else:
+        model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"])
     return ckpt
@@ -1039,11 +1046,64 @@ def split_holdout(people, fraction, seed):
     return set(train_ids) - held, held
 
 
+class LowRankUpdate(nn.Module):
+    """W -> W + B @ A on chosen row blocks of W: a LoRA adapter (paper §4; Hu et al. 2021) written as a
+    parametrization, so the model's code is unchanged and the merged weight is simply `module.weight`. B starts at
+    zero, so finetuning starts from the pretrained model; only A and B train."""
+
+    def __init__(self, shape, rank, blocks=1, active=(0,)):
+        super().__init__()
+        rows, cols = shape
+        self.blocks, self.active = blocks, active
+        self.A = nn.ParameterList(nn.Parameter(torch.randn(rank, cols) * cols ** -0.5) for _ in active)
+        self.B = nn.ParameterList(nn.Parameter(torch.zeros(rows // blocks, rank)) for _ in active)
+
+    def forward(self, W):
+        parts = list(W.chunk(self.blocks))
+        for i, a, b in zip(self.active, self.A, self.B):
+            parts[i] = parts[i] + b @ a
+        return torch.cat(parts)
+
+
+def add_lora(model, rank_qv, rank_emb):
+    """Freeze the model and add LoRA: rank_qv on each layer's query and value (blocks 0 and 2 of the fused qkv
+    projection), rank_emb on the embedding. The embedding is tied to the output layer, so one update serves both
+    and merging stays exact."""
+    model.requires_grad_(False)
+    if rank_qv:
+        for block in model.blocks:
+            qkv = block.attn.qkv
+            parametrize.register_parametrization(qkv, "weight", LowRankUpdate(qkv.weight.shape, rank_qv, 3, (0, 2)))
+    if rank_emb:
+        update = LowRankUpdate(model.wte.weight.shape, rank_emb)
+        for module in (model.wte, model.lm_head):
+            parametrize.register_parametrization(module, "weight", update)
+    return model
+
+
+def lora_state(model):
+    """The adapters' tensors by name: what a LoRA checkpoint needs besides the base run to continue."""
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "parametrizations" in k and
+            ".original" not in k}
+
+
+def merged_state(model):
+    """The weights with every LoRA update folded in: a plain GPT state dict that eval and probe load as is."""
+    state = {k: v for k, v in model.state_dict().items() if ".parametrizations." not in k}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            state[f"{name}.weight"] = module.weight.detach().clone()  # W + B @ A
+    return state
+
+
 def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, shape=None):
-    """Full QA finetuning of a pretrained run on P_train questions (paper §4; LoRA comes later). The model's shape
-    comes from the pretrained checkpoint; `shape` holds the shape flags a user gave, which must agree with it."""
+    """QA finetuning of a pretrained run on P_train questions (paper §4): full, or LoRA (cfg.lora_qv, cfg.lora_emb)
+    with the base frozen and the adapters merged into the saved weights. The model's shape comes from the
+    pretrained checkpoint; `shape` holds the shape flags a user gave, which must agree with it."""
     if world()[1] > 1:
         raise UserError("finetune runs in one process (QA finetuning takes minutes); use torchrun for train")
+    if cfg.lora_qv < 0 or cfg.lora_emb < 0:
+        raise UserError(f"LoRA ranks must be >= 0 (got --lora-qv {cfg.lora_qv}, --lora-emb {cfg.lora_emb})")
     data = load_checked_data(data_dir)
     device = pick_device(cfg.device)
     model, base_cfg, _ = load_checkpoint(run, device, data["vocab"], shape)
@@ -1051,6 +1111,8 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, sh
         setattr(cfg, field, getattr(base_cfg, field))
     new_run_dir(out, force, resume)
     seed_everything(cfg.seed)
+    if cfg.lora_qv or cfg.lora_emb:
+        add_lora(model, cfg.lora_qv, cfg.lora_emb)  # after seeding: the adapters' start is part of the run
     tok = Tokenizer(data["vocab"])
     train_ids, held = split_holdout(data["people"], cfg.holdout, cfg.seed)
     examples = [qa_example(tok, r) for r in data["qa"] if r["id"] in train_ids]
@@ -1077,7 +1139,7 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, sh
 
     def save(step):
         save_checkpoint(os.path.join(out, "model.pt"), model, cfg, tok.vocab, "finetune", step, total, opt,
-                        data=data_identity(data), holdout_ids=sorted(held))
+                        data=data_identity(data), holdout_ids=sorted(held), lora=lora_state(model))
 
     t0 = time.time()
     losses = run_steps(model, opt, cfg, device, start, total, next_batch, "finetune", quiet, run_log(out, start), save)
@@ -1111,9 +1173,10 @@ def exact_match(generated, answer_ids, eos):
 
 
 @torch.no_grad()
-def qa_accuracy(model, tok, rows, device, batch_size=1024, quiet=True):
-    """Exact-match accuracy (%) per attribute and mean. Names are three tokens, so each attribute's questions have
-    one length and batch without padding."""
+def qa_accuracy(model, tok, rows, device, batch_size=1024, quiet=True, first_token=False):
+    """Exact-match accuracy (%) per attribute and mean (first_token: only the answer's first token must match, the
+    paper's Figure 2 measure for P_train). Names are three tokens, so each attribute's questions have one length
+    and batch without padding."""
     correct = {a: [] for a in ATTRIBUTES}
     groups = {}
     for r in rows:
@@ -1124,7 +1187,8 @@ def qa_accuracy(model, tok, rows, device, batch_size=1024, quiet=True):
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
             gen = greedy_answers(model, torch.tensor([p for p, _ in chunk]), max_new, tok.eos, device)
-            correct[attr] += [exact_match(g.tolist(), a, tok.eos) for g, (_, a) in zip(gen, chunk)]
+            correct[attr] += [g[0].item() == a[0] if first_token else exact_match(g.tolist(), a, tok.eos)
+                              for g, (_, a) in zip(gen, chunk)]
     return percentages(correct)
 
 
@@ -1195,6 +1259,9 @@ def evaluate(model, data, device, quiet=True):
 # 16 for Q, as the paper), a normalisation and linear classifiers. The model's weights never change.
 
 PROBE_KINDS = {"first_token": ATTRIBUTES, "whole": ATTRIBUTES[1:]}  # first token (birth date: the month), whole value
+# Phase 1 of every probe (fit_probe): full-batch steps and learning rate fitting the read-outs on the frozen features.
+# 300 steps at 3e-3 match 1,000 at the paper's 1e-3 to within 1.2 points on every cell of the cpu-preset grids (README).
+PROBE_HEAD_STEPS, PROBE_HEAD_LR = 300, 3e-3
 
 
 def probe_labels(people, tok):
@@ -1224,80 +1291,143 @@ def p_probe_inputs(data, tok):
     return seqs, positions
 
 
-def q_probe_inputs(data, tok):
-    """The bare full name between a start and an end token (EOS both), read at the end token."""
-    seqs = [[tok.eos] + tok.encode(p["name"]) + [tok.eos] for p in data["people"]]
+def q_probe_inputs(data, tok, read="name"):
+    """The bare full name after a start token (EOS). read="name": read at the name's last token; read="end": an end
+    token (EOS) follows the name and is read, as the paper describes. README, "Probing", says why "name" is ours."""
+    seqs = [[tok.eos] + tok.encode(p["name"]) + ([tok.eos] if read == "end" else []) for p in data["people"]]
     return seqs, [[len(s) - 1] for s in seqs]
+
+
+class ProbeHeads(nn.Module):
+    """One read-out per position, stacked on a leading position axis so all positions train in one matmul:
+    a normalisation (LayerNorm for P-probing, BatchNorm for Q-probing, paper §6) and a linear classifier."""
+
+    def __init__(self, n_pos, dim, classes, norm):
+        super().__init__()
+        self.norm = norm
+        self.gamma, self.beta = nn.Parameter(torch.ones(n_pos, dim)), nn.Parameter(torch.zeros(n_pos, dim))
+        self.weight = nn.Parameter(torch.empty(n_pos, dim, classes).uniform_(-dim ** -0.5, dim ** -0.5))
+        self.bias = nn.Parameter(torch.zeros(n_pos, classes))
+        if norm == "batch":
+            self.register_buffer("running_mean", torch.zeros(n_pos, dim))
+            self.register_buffer("running_var", torch.ones(n_pos, dim))
+
+    def forward(self, f):  # f: (batch, positions, dim) -> logits (batch, positions, classes)
+        if self.norm == "layer":
+            f = F.layer_norm(f, f.shape[-1:])
+        else:
+            if self.training:
+                mean, var = f.mean(0), f.var(0, unbiased=False)
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean, 0.1)
+                    self.running_var.lerp_(var, 0.1)
+            else:
+                mean, var = self.running_mean, self.running_var
+            f = (f - mean) * torch.rsqrt(var + 1e-5)
+        return torch.einsum("bpd,pdc->bpc", f * self.gamma + self.beta, self.weight) + self.bias
 
 
 def new_probes(wte, rank, norm, n_pos, labels, device):
     """Per target attribute: a rank-`rank` update A @ B of the input embedding (B = 0 at first, so the probe starts
-    from the model as trained) and, per read position and kind, a normalisation and a linear classifier."""
+    from the model as trained) and, per kind (first token, whole value), read-outs at every position."""
     probes = {}
     for attr in ATTRIBUTES:
         a = (torch.randn(wte.shape[0], rank, device=device) * 0.02).requires_grad_()
         b = torch.zeros(rank, wte.shape[1], device=device, requires_grad=True)
-        heads = nn.ModuleDict({kind: nn.ModuleList(nn.Sequential(norm(wte.shape[1]), nn.Linear(
-            wte.shape[1], int(labels[kind, attr].max()) + 1)) for _ in range(n_pos))
-            for kind in PROBE_KINDS if attr in PROBE_KINDS[kind]})
+        heads = nn.ModuleDict({kind: ProbeHeads(n_pos, wte.shape[1], int(labels[kind, attr].max()) + 1, norm)
+                               for kind in PROBE_KINDS if attr in PROBE_KINDS[kind]})
         probes[attr] = (a, b, heads.to(device))
     return probes
 
 
+def probe_loss(probes, feats, y_all, ids):
+    """Cross-entropy summed over target attributes, kinds and read positions; feats(attr) -> (batch, positions, D)."""
+    loss = 0.0
+    for attr, (_, _, heads) in probes.items():
+        f = feats(attr)
+        for kind, head in heads.items():
+            logits = head(f)
+            y = y_all[kind, attr][ids]
+            loss = loss + F.cross_entropy(logits.flatten(0, 1), y.repeat_interleave(logits.shape[1]),
+                                          reduction="sum") / len(ids)
+    return loss
+
+
+def linear_decay(opt, lr, step, steps):
+    for g in opt.param_groups:
+        g["lr"] = lr * (1 - step / steps)  # paper §6
+
+
 def fit_probe(model, seqs, positions, labels, train_ids, test_ids, rank, norm, steps, batch_size, device, seed=0,
-              lr=1e-3, weight_decay=0.3, dropout=0.1, quiet=True):
+              lr=1e-3, weight_decay=0.3, dropout=0.1, head_steps=None, quiet=True):
     """Train one probe per target attribute on train_ids, score test_ids: accuracy (%) per (kind, attribute) and
-    read position, plus the majority-guess baseline. The model is frozen; gradients reach only the probe."""
+    read position, plus the majority-guess baseline. The model is frozen; gradients reach only the probe.
+    Two phases, one probe: (1) with the embedding update still zero the model's features are fixed, so they are
+    computed once and the read-outs train on them full-batch for `head_steps` steps (seconds); (2) update and
+    read-outs then train together on mini-batches for `steps` steps (each needs a forward and backward pass of the
+    model per attribute: the costly part, which the paper runs for 30k steps)."""
     torch.manual_seed(seed)
+    head_steps = PROBE_HEAD_STEPS if head_steps is None else head_steps
     model.requires_grad_(False)
     wte = model.wte.weight
     T = max(len(s) for s in seqs)
     x_all = torch.tensor([s + [s[-1]] * (T - len(s)) for s in seqs], device=device)  # causal: padding after is inert
     pos_all, n_pos = torch.tensor(positions, device=device), len(positions[0])
     probes = new_probes(wte, rank, norm, n_pos, labels, device)
-    opt = torch.optim.AdamW([p for a, b, heads in probes.values() for p in (a, b, *heads.parameters())], lr=lr,
-                            weight_decay=weight_decay)
+    heads = [p for _, _, h in probes.values() for p in h.parameters()]
     y_all = {k: v.to(device) for k, v in labels.items()}
     train_ids, rng = torch.tensor(sorted(train_ids), device=device), np.random.default_rng(seed)
 
-    def features(attr, ids):
-        a, b, _ = probes[attr]
-        h = model.hidden(x_all[ids], wte=wte + a @ b)
-        return h[torch.arange(len(ids), device=device)[:, None], pos_all[ids]]  # (B, positions, D)
+    def features(attr, ids, chunk=512):
+        a, b, _ = probes[attr] if attr else (0, 0, None)
+        w = wte if attr is None else wte + a @ b
+        h = [model.hidden(x_all[ids[i:i + chunk]], wte=w) for i in range(0, len(ids), chunk)]
+        return torch.cat(h)[torch.arange(len(ids), device=device)[:, None], pos_all[ids]]  # (B, positions, D)
 
-    for step in tqdm(range(steps), desc="probe", disable=quiet, mininterval=1):
-        for g in opt.param_groups:
-            g["lr"] = lr * (1 - step / steps)  # linear decay (paper §6)
-        picked = rng.choice(len(train_ids), min(batch_size, len(train_ids)), replace=False)
-        ids = train_ids[torch.from_numpy(picked).to(device)]
-        loss = 0.0
-        for attr, (_, _, heads) in probes.items():
-            f = F.dropout(features(attr, ids), dropout, training=True)
-            for kind, per_pos in heads.items():
-                loss = loss + sum(F.cross_entropy(per_pos[p](f[:, p]), y_all[kind, attr][ids]) for p in range(n_pos))
+    with torch.no_grad():
+        frozen = features(None, train_ids)
+    opt = torch.optim.AdamW(heads, lr=PROBE_HEAD_LR, weight_decay=weight_decay)
+    for step in tqdm(range(head_steps), desc="probe read-outs", disable=quiet, mininterval=1):
+        linear_decay(opt, PROBE_HEAD_LR, step, head_steps)
+        dropped = F.dropout(frozen, dropout)  # one mask a step for all read-outs: masks cost more than the matmuls
+        loss = probe_loss(probes, lambda attr: dropped, y_all, train_ids)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return score_probe(probes, features, y_all, train_ids, torch.tensor(sorted(test_ids), device=device), n_pos)
+    opt = torch.optim.AdamW([p for a, b, _ in probes.values() for p in (a, b)] + heads, lr=lr,
+                            weight_decay=weight_decay)
+    for step in tqdm(range(steps), desc="probe + embedding update", disable=quiet, mininterval=1):
+        linear_decay(opt, lr, step, steps)
+        picked = rng.choice(len(train_ids), min(batch_size, len(train_ids)), replace=False)
+        ids = train_ids[torch.from_numpy(picked).to(device)]
+        loss = probe_loss(probes, lambda attr: F.dropout(features(attr, ids), dropout), y_all, ids)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return score_probe(probes, features, y_all, train_ids, torch.tensor(sorted(test_ids), device=device))
 
 
 @torch.no_grad()
-def score_probe(probes, features, y_all, train_ids, test_ids, n_pos):
+def score_probe(probes, features, y_all, train_ids, test_ids):
     result = {kind: {} for kind in PROBE_KINDS} | {"baseline": {kind: {} for kind in PROBE_KINDS}}
     for attr, (_, _, heads) in probes.items():
         heads.eval()
-        f = torch.cat([features(attr, test_ids[i:i + 512]) for i in range(0, len(test_ids), 512)])
-        for kind, per_pos in heads.items():
+        f = features(attr, test_ids)
+        for kind, head in heads.items():
             y = y_all[kind, attr][test_ids]
-            result[kind][attr] = [round(100.0 * (per_pos[p](f[:, p]).argmax(-1) == y).float().mean().item(), 2)
-                                  for p in range(n_pos)]
+            result[kind][attr] = [round(v, 2) for v in (100.0 * (head(f).argmax(-1) == y[:, None]).float().mean(0))
+                                  .tolist()]
             majority = torch.bincount(y_all[kind, attr][train_ids]).argmax()
             result["baseline"][kind][attr] = round(100.0 * (y == majority).float().mean().item(), 2)
     return result
 
 
-def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, quiet=False, lr=1e-3):
-    """P- and/or Q-probe a pretrained run on P_train people, scored on P_test people (PAPER.md §9)."""
+def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, quiet=False, lr=1e-3,
+          head_steps=None, q_read="name"):
+    """P- and/or Q-probe a pretrained run on P_train people, scored on P_test people (PAPER.md §9). Accuracies in %:
+    p_probe[kind] is a grid, one row per attribute of p_probe["attributes"][kind], one column per read position
+    (sentence order; Figure 5); q_probe[kind] maps attribute -> accuracy (Figure 7); "baseline" is the majority
+    guess per kind and attribute."""
     data = load_checked_data(data_dir)
     device = pick_device(device)
     model, cfg, _ = load_checkpoint(run, device, data["vocab"])
@@ -1305,16 +1435,18 @@ def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, qu
     labels = probe_labels(data["people"], tok)
     train_ids = [p["id"] for p in data["people"] if p["split"] == "train"]
     test_ids = [p["id"] for p in data["people"] if p["split"] == "test"]
-    preset = resolve_config(cfg.preset)
+    steps = resolve_config(cfg.preset).probe_steps if steps is None else steps
     result = {}
     if "p" in kinds:
         seqs, positions = p_probe_inputs(data, tok)
-        result["p_probe"] = fit_probe(model, seqs, positions, labels, train_ids, test_ids, 2, nn.LayerNorm,
-                                      steps or preset.probe_steps, 50, device, seed, lr=lr, quiet=quiet)
+        grid = fit_probe(model, seqs, positions, labels, train_ids, test_ids, 2, "layer", steps, 50, device, seed,
+                         lr=lr, head_steps=head_steps, quiet=quiet)
+        result["p_probe"] = {kind: [grid[kind][a] for a in attrs] for kind, attrs in PROBE_KINDS.items()} | {
+            "attributes": {kind: list(attrs) for kind, attrs in PROBE_KINDS.items()}, "baseline": grid["baseline"]}
     if "q" in kinds:
-        seqs, positions = q_probe_inputs(data, tok)
-        q = fit_probe(model, seqs, positions, labels, train_ids, test_ids, 16, nn.BatchNorm1d,
-                      steps or preset.probe_steps, 200, device, seed, lr=lr, quiet=quiet)
+        seqs, positions = q_probe_inputs(data, tok, q_read)
+        q = fit_probe(model, seqs, positions, labels, train_ids, test_ids, 16, "batch", steps, 200, device, seed,
+                      lr=lr, head_steps=head_steps, quiet=quiet)
         result["q_probe"] = {kind: {a: v[0] for a, v in accs.items()} for kind, accs in q.items() if kind in
                              PROBE_KINDS} | {"baseline": q["baseline"]}
     return result
@@ -1330,6 +1462,11 @@ THRESHOLDS = {
     ("multi5+permute+fullname", "qa_finetune"): "P_test mean >= 70%",
     ("single", "mixed"): "P_test mean >= 60%",
 }
+
+
+# Probes run on each row's pretrained model: P-probing on the biography-pretrained ones (Figure 5 compares single
+# with the augmented setting), Q-probing on all, to set Q-probe accuracy beside QA accuracy row by row (Result 5).
+REPRODUCE_PROBES = {"qa_finetune": ("p", "q"), "mixed": ("q",)}
 
 
 # The mixed-training sweep of REPORT.md (`reproduce --table mixed-sweep`): bioS single, mixed training, each line a
@@ -1363,6 +1500,62 @@ def mixed_sweep(preset, seed, out, device, quiet=False):
               flush=True)
 
 
+# `reproduce --table finetune-grid` (paper Figure 2): bioS single pretrained once, then QA-finetuned with each recipe.
+# The paper: P_train reaches ~99% (first token) with every recipe, P_test stays near 10% with every one.
+FINETUNE_GRID = [dict(), dict(lora_qv=8), dict(lora_qv=16), dict(lora_qv=8, lora_emb=128),
+                 dict(lora_qv=16, lora_emb=128)]
+
+
+def recipe_name(overrides):
+    if not overrides.get("lora_qv") and not overrides.get("lora_emb"):
+        return "full finetuning"
+    return f"LoRA q/v rank {overrides.get('lora_qv', 0)}" + (f" + embedding rank {overrides['lora_emb']}"
+                                                             if overrides.get("lora_emb") else "")
+
+
+def finetune_grid(preset, seed, out, device, quiet=False):
+    """FINETUNE_GRID on bioS single -> OUT/finetune_grid.jsonl: P_train first-token and exact-match accuracy and
+    P_test exact match per recipe. Reuses reproduce's pretrained single model when it is there."""
+    work, path = os.path.join(out, "work"), os.path.join(out, "finetune_grid.jsonl")
+    data_dir, data, run, _, _ = pretrained_run("single", "qa_finetune", preset, seed, device, work, quiet, reuse=True)
+    dev, tok, lines = pick_device(device), Tokenizer(data["vocab"]), []
+    for overrides in tqdm(FINETUNE_GRID, desc="finetune grid", disable=quiet):
+        t0 = time.time()
+        cfg = resolve_config(preset, "finetune", seed=seed, device=device, **overrides)
+        model, _ = finetune(cfg, run, data_dir, os.path.join(work, "single-grid"), force=True, quiet=True)
+        train_rows = [r for r in data["qa"] if r["split"] == "train"]
+        line = dict(recipe=recipe_name(overrides), lora_qv=cfg.lora_qv, lora_emb=cfg.lora_emb, lr=cfg.lr,
+                    passes=cfg.passes, qa_train_first_token=qa_accuracy(model, tok, train_rows, dev, first_token=True),
+                    qa_train=qa_accuracy(model, tok, train_rows, dev),
+                    qa_test=qa_accuracy(model, tok, [r for r in data["qa"] if r["split"] == "test"], dev),
+                    minutes=round((time.time() - t0) / 60, 2), hardware=hardware_name(dev), bioknow=VERSION,
+                    commit=git_commit())
+        lines.append(json.dumps(line))
+        write_text(path, "\n".join(lines) + "\n")  # rewritten whole: a kill never leaves half a line
+        print(f"{line['recipe']:>40}: P_train first token {line['qa_train_first_token']['mean']:.1f}, exact "
+              f"{line['qa_train']['mean']:.1f}; P_test {line['qa_test']['mean']:.1f}", flush=True)
+
+
+def finetune_grid_markdown(path):
+    rows = read_jsonl(path)
+    lines = ["## QA finetuning recipes on bioS single (paper Figure 2)", "",
+             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table finetune-grid`. One pretrained "
+             "bioS single model, QA-finetuned on P_train with each recipe: the preset's optimiser and epochs for all "
+             "(lr 3e-4 was best for LoRA too on held-out P_train people: README); LoRA freezes the base and merges "
+             "the adapters on save. Accuracy in %, mean of the six "
+             "attributes. The paper: P_train ~99% (first token) whatever the recipe, P_test near 10% whatever the "
+             "recipe.", "", "| recipe | lr | P_train first token | P_train exact | **P_test exact** | minutes |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['recipe']} | {r['lr']:g} | {r['qa_train_first_token']['mean']:.1f} | "
+                     f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | {r['minutes']:.1f} |")
+    test, first = ([r[k]["mean"] for r in rows] for k in ("qa_test", "qa_train_first_token"))
+    lines += ["", f"P_test stays at {min(test):.1f}-{max(test):.1f}% whatever the recipe, as in the paper; P_train "
+                  f"first-token accuracy is {min(first):.1f}-{max(first):.1f}% here against the paper's ~99% (its "
+                  "50,000 finetuning steps memorise the P_train answers; the preset's 10 epochs do not)."]
+    return "\n".join(lines) + "\n"
+
+
 def meets_threshold(row):
     key = (row["setting"], row["method"])
     if key == ("single", "qa_finetune"):
@@ -1374,10 +1567,9 @@ def meets_threshold(row):
     return None
 
 
-def reproduce_row(setting, method, preset, seed, device, work, quiet=False, train_overrides=None,
-                  finetune_overrides=None):
-    """Generate -> pretrain (bio or mixed) -> [QA finetune] -> evaluate, for one row of the table."""
-    t0 = time.time()
+def pretrained_run(setting, method, preset, seed, device, work, quiet=False, train_overrides=None, reuse=False):
+    """WORK/data-SETTING (generated unless there) and WORK/SETTING-METHOD pretrained on it, bio or mixed. reuse: keep
+    a finished run whose configuration is the one asked for (the finetuning grid reuses reproduce's)."""
     base = resolve_config(preset, "train", seed=seed, device=device, **(train_overrides or {}))
     data_dir = os.path.join(work, f"data-{setting}")
     meta_path = os.path.join(data_dir, "meta.json")
@@ -1387,16 +1579,32 @@ def reproduce_row(setting, method, preset, seed, device, work, quiet=False, trai
     data = load_data(data_dir)
     run = os.path.join(work, f"{setting}-{method}")
     tcfg = dataclasses.replace(base, mode="bio" if method == "qa_finetune" else "mixed")
+    if reuse and os.path.isfile(os.path.join(run, "model.pt")):
+        ckpt, cfg = read_checkpoint(run, data["vocab"])
+        finished = ckpt["kind"] == "pretrain" and ckpt["step"] == ckpt["total_steps"]
+        if finished and ckpt.get("data") == data_identity(data) and dataclasses.replace(cfg, device=device) == tcfg:
+            model, _, _ = load_checkpoint(run, pick_device(device), data["vocab"])
+            return data_dir, data, run, model, dict(steps=ckpt["step"], final_loss=final_loss(run, []))
     model, info = train(tcfg, data_dir, run, force=True, quiet=quiet)
+    return data_dir, data, run, model, info
+
+
+def reproduce_row(setting, method, preset, seed, device, work, quiet=False, train_overrides=None,
+                  finetune_overrides=None, probing=False):
+    """Generate -> pretrain (bio or mixed) -> [probe] -> [QA finetune] -> evaluate, for one row of the table."""
+    t0 = time.time()
+    data_dir, data, run, model, info = pretrained_run(setting, method, preset, seed, device, work, quiet,
+                                                      train_overrides)
     dev = pick_device(device)
     mem = bio_memorization(model, Tokenizer(data["vocab"]), data, dev)  # of the pretrained model
+    probes = probe(run, data_dir, REPRODUCE_PROBES[method], device=device, seed=seed, quiet=quiet) if probing else {}
     if method == "qa_finetune":
         fcfg = resolve_config(preset, "finetune", seed=seed, device=device, **(finetune_overrides or {}))
         model, _ = finetune(fcfg, run, data_dir, run + "-qa", force=True, quiet=quiet)
     result = evaluate(model, data, dev)
     result.update(bio_memorization=mem["mean"], bio_memorization_min=min(mem[a] for a in ATTRIBUTES),
                   bio_memorization_per_attribute=mem)
-    return dict(setting=setting, method=method, **result, pretrain_steps=info["steps"],
+    return dict(setting=setting, method=method, **result, **probes, pretrain_steps=info["steps"],
                 pretrain_loss=info["final_loss"], minutes=round((time.time() - t0) / 60, 2))
 
 
@@ -1437,6 +1645,104 @@ def report_markdown(result):
     return "\n".join(lines) + "\n"
 
 
+def pearson(xs, ys):
+    """Pearson correlation, or None where it is undefined (fewer than 3 points, or a constant)."""
+    if len(xs) < 3 or np.std(xs) == 0 or np.std(ys) == 0:
+        return None
+    return round(float(np.corrcoef(xs, ys)[0, 1]), 3)
+
+
+def q_probe_vs_qa(rows):
+    """Q-probe whole-value accuracy against QA P_test accuracy on the same five attributes (paper Result 5): the
+    correlation across rows (of the means) and across (row, attribute) pairs."""
+    rows = [r for r in rows if "q_probe" in r]
+    means = [(np.mean([r["q_probe"]["whole"][a] for a in ATTRIBUTES[1:]]),
+              np.mean([r["qa_test"][a] for a in ATTRIBUTES[1:]])) for r in rows]
+    pairs = [(r["q_probe"]["whole"][a], r["qa_test"][a]) for r in rows for a in ATTRIBUTES[1:]]
+    return dict(rows=pearson(*zip(*means)) if means else None, row_attributes=pearson(*zip(*pairs)) if pairs else None)
+
+
+def probe_checks(rows):
+    """What the default preset must show about the probes (issue 5), each as (claim, shown: bool)."""
+    by = {(r["setting"], r["method"]): r for r in rows if "p_probe" in r or "q_probe" in r}
+    single, augmented = by.get(("single", "qa_finetune")), by.get(("multi5+permute+fullname", "qa_finetune"))
+    checks = []
+    if single and augmented:
+        i = ATTRIBUTES.index("company")
+        company, base = single["p_probe"]["first_token"][i], single["p_probe"]["baseline"]["first_token"]["company"]
+        checks.append(("single: company P-probe (first token) within 10 points of its baseline at positions 0-3 and "
+                       ">= 80% at position 4", all(v <= base + 10 for v in company[:4]) and company[4] >= 80))
+        at_name = [row[0] for row in augmented["p_probe"]["first_token"]]
+        checks.append(("multi5+permute+fullname: P-probe (first token) >= 80% at position 0 for every attribute",
+                       min(at_name) >= 80))
+        q = [np.mean(list(r["q_probe"]["whole"].values())) for r in (single, augmented)]
+        checks.append(("Q-probe whole-value mean: multi5+permute+fullname at least 10 points above single",
+                       bool(q[1] >= q[0] + 10)))
+    corr = q_probe_vs_qa(rows)["rows"]
+    if corr is not None:
+        checks.append(("Q-probe tracks QA: correlation across rows >= 0.8", corr >= 0.8))
+    return checks
+
+
+def probe_markdown(result):
+    """The probes laid out like the paper's Figure 5 (P-probing: attribute x read position) and Figure 7 (Q-probing:
+    one line per setting), the paper's numbers beside ours."""
+    rows = [r for r in result["rows"] if "p_probe" in r or "q_probe" in r]
+    if not rows:
+        return ""
+    lines = ["## Probing: where the pretrained model keeps each fact (paper §6)", "",
+             "Frozen pretrained models (before QA finetuning), probes trained on P_train people and scored on P_test "
+             "people, accuracy in %; `base` is the majority guess. Recipe (README, \"Probing\"): read-outs fitted on "
+             "the frozen features, then trained with the rank-2 (P) / rank-16 (Q) embedding update; AdamW lr 1e-3, "
+             "wd 0.3, linear decay."]
+    for row in rows:
+        if "p_probe" not in row:
+            continue
+        p = row["p_probe"]
+        lines += ["", f"### P-probing, {row['setting']} (Figure 5)", "",
+                  "Read at the token just before each attribute, positions 0-5 in sentence order"
+                  + (" (fixed order: position k precedes attribute k)." if "permute" not in row["setting"] else
+                     " (permuted: the attribute at each position varies).")
+                  + " Whole value for five attributes (birth date: first token only). Paper: PAPER.md §6"
+                  + (" (its augmented row is multi5+permute)." if row["setting"] != "single" else "."), "",
+                  "| target | kind | base | " + " | ".join(f"pos {i}" for i in range(6)) + " | paper (first token) |",
+                  "|---|---|---|" + "---|" * 7]
+        for kind, attrs in p["attributes"].items():
+            for attr, accs in zip(attrs, p[kind]):
+                paper = PAPER_P_PROBE.get(row["setting"], {}).get(attr) if kind == "first_token" else None
+                lines.append(f"| {attr} | {kind.replace('_', ' ')} | {fmt(p['baseline'][kind][attr])} | "
+                             + " | ".join(fmt(v) for v in accs) + f" | {' '.join(fmt(v) for v in paper or [])} |")
+    lines += ["", "### Q-probing (Figure 7)", "",
+              "Only the full name after a start token, read at the name's last token. Paper rows as in PAPER.md §6 "
+              "(its Q-probe reads an end token after the name). QA P_test: the row's QA accuracy (mean of the same "
+              "five attributes as the whole-value columns).", "",
+              "| setting | method | " + " | ".join(f"first {a}" for a in ATTRIBUTES) + " | "
+              + " | ".join(f"whole {a}" for a in ATTRIBUTES[1:]) + " | whole mean | QA P_test |",
+              "|---|---|" + "---|" * (len(ATTRIBUTES) * 2 + 1)]
+    base = rows[0]["q_probe"]["baseline"]
+    lines.append("| majority guess | | " + " | ".join(fmt(base["first_token"][a]) for a in ATTRIBUTES) + " | "
+                 + " | ".join(fmt(base["whole"][a]) for a in ATTRIBUTES[1:]) + " | | |")
+    lines.append("| paper: majority guess | | " + " | ".join(fmt(v) for v in PAPER_Q_PROBE["majority"]) + " | | |")
+    for row in rows:
+        q = row["q_probe"]
+        whole = [q["whole"][a] for a in ATTRIBUTES[1:]]
+        lines.append(f"| {row['setting']} | {row['method']} | "
+                     + " | ".join(fmt(q["first_token"][a]) for a in ATTRIBUTES) + " | "
+                     + " | ".join(fmt(v) for v in whole) + f" | **{fmt(float(np.mean(whole)))}** | "
+                     f"{fmt(float(np.mean([row['qa_test'][a] for a in ATTRIBUTES[1:]])))} |")
+        paper = PAPER_Q_PROBE.get(row["setting"]) if row["method"] == "qa_finetune" else None
+        if paper:
+            lines.append(f"| paper: {row['setting']} | | " + " | ".join(fmt(v) for v in paper) + " | "
+                         f"{fmt(float(np.mean(paper[6:])))} | |")
+    corr = q_probe_vs_qa(result["rows"])
+    lines += ["", f"Correlation of Q-probe whole-value accuracy with QA P_test accuracy: across rows (means) "
+                  f"{corr['rows'] if corr['rows'] is not None else '–'}, across (row, attribute) pairs "
+                  f"{corr['row_attributes'] if corr['row_attributes'] is not None else '–'}.", "",
+              "| what the probes must show | shown |", "|---|---|"]
+    lines += [f"| {claim} | {'yes' if ok else 'NO'} |" for claim, ok in probe_checks(result["rows"])]
+    return "\n".join(lines) + "\n"
+
+
 def mixed_sweep_markdown(path):
     """A table of mixed-training runs (one JSON object a line, as `reproduce_row` returns plus the run's shape)."""
     rows = read_jsonl(path)
@@ -1465,7 +1771,10 @@ def hardware_name(device):
 
 def write_report(result, out):
     """REPORT.md from a reproduce result, plus the mixed-training sweep if OUT/mixed_sweep.jsonl is there."""
-    markdown = report_markdown(result)
+    markdown = report_markdown(result) + "\n" + probe_markdown(result)
+    grid = os.path.join(out, "finetune_grid.jsonl")
+    if os.path.isfile(grid):
+        markdown += "\n" + finetune_grid_markdown(grid)
     sweep = os.path.join(out, "mixed_sweep.jsonl")
     if os.path.isfile(sweep):  # kept beside the report: the scale at which mixed training starts to work
         markdown += "\n" + mixed_sweep_markdown(sweep)
@@ -1473,7 +1782,8 @@ def write_report(result, out):
     print(markdown)
 
 
-def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet=False, rows=REPRODUCE_ROWS):
+def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet=False, rows=REPRODUCE_ROWS,
+              probing=True):
     t0 = time.time()
     os.makedirs(out, exist_ok=True)
     work = os.path.join(out, "work")
@@ -1482,7 +1792,7 @@ def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet
         resolve_config(preset, seed=seed, device=device)), command=" ".join(["python bioknow.py"] + sys.argv[1:]),
         rows=[])
     for setting, method in rows:
-        row = reproduce_row(setting, method, preset, seed, device, work, quiet)
+        row = reproduce_row(setting, method, preset, seed, device, work, quiet, probing=probing)
         result["rows"].append(row)
         print(f"{setting:>26} {method:<12} memorised {row['bio_memorization']:5.1f}  "
               f"P_train {row['qa_train']['mean']:5.1f}  P_test {row['qa_test']['mean']:5.1f}  "
@@ -1655,7 +1965,8 @@ def cmd_eval(args):
 
 def cmd_probe(args):
     kinds = ("p", "q") if args.kind == "both" else (args.kind,)
-    result = probe(args.run, args.data, kinds, args.steps, args.device, args.seed, args.quiet, args.lr)
+    result = probe(args.run, args.data, kinds, args.steps, args.device, args.seed, args.quiet, args.lr,
+                   args.head_steps, args.q_read)
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result))
@@ -1670,12 +1981,14 @@ def cmd_bench(args):
 def cmd_reproduce(args):
     if args.table == "mixed-sweep":
         return mixed_sweep(args.preset, args.seed, args.out, args.device, args.quiet)
+    if args.table == "finetune-grid":
+        return finetune_grid(args.preset, args.seed, args.out, args.device, args.quiet)
     if args.report_only:
         path = os.path.join(args.out, "reproduce.json")
         if not os.path.isfile(path):
             raise UserError(f"--report-only: no {path} (run reproduce first)")
         return write_report(read_json(path), args.out)
-    reproduce(args.preset, args.seed, args.out, args.device, args.quiet)
+    reproduce(args.preset, args.seed, args.out, args.device, args.quiet, probing=not args.no_probe)
 
 
 def parse_args(argv=None):
@@ -1720,8 +2033,13 @@ def parse_args(argv=None):
     p.add_argument("--data", required=True, help="data directory the run was trained on")
     p.add_argument("--kind", choices=("p", "q", "both"), default="both")
     p.add_argument("--out", default=None, help="write the result as one JSON object here")
-    p.add_argument("--steps", type=int, default=None, help="probe training steps (default: the run's preset's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps training the embedding update with the read-outs (default: the run's preset's)")
+    p.add_argument("--head-steps", type=int, default=PROBE_HEAD_STEPS,
+                   help="full-batch steps fitting the read-outs on the frozen features first")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, decayed linearly to 0 (paper: 1e-3)")
+    p.add_argument("--q-read", choices=("name", "end"), default="name",
+                   help="Q-probe read position: the name's last token (default) or an end token after it (paper)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_probe)
@@ -1743,9 +2061,11 @@ def parse_args(argv=None):
     p.add_argument("--out", default="results")
     p.add_argument("--device", default="auto")
     p.add_argument("--report-only", action="store_true", help="rewrite OUT/REPORT.md from OUT/reproduce.json")
-    p.add_argument("--table", choices=("headline", "mixed-sweep"), default="headline",
-                   help="headline: the three rows (default); mixed-sweep: append MIXED_SWEEP runs to "
-                        "OUT/mixed_sweep.jsonl (hours on a CPU), then rerun with --report-only")
+    p.add_argument("--no-probe", action="store_true", help="skip P-/Q-probing of the pretrained models")
+    p.add_argument("--table", choices=("headline", "finetune-grid", "mixed-sweep"), default="headline",
+                   help="headline: the three rows (default); finetune-grid: LoRA ranks and full finetuning on bioS "
+                        "single -> OUT/finetune_grid.jsonl (Figure 2); mixed-sweep: MIXED_SWEEP runs -> "
+                        "OUT/mixed_sweep.jsonl (hours on a CPU); then rerun with --report-only")
     p.set_defaults(func=cmd_reproduce)
 
     for p in sub.choices.values():
@@ -1968,6 +2288,26 @@ PAPER_QA = {
     ("single", "qa_finetune"): [9.7, 33.5, 6.3, 2.3, 4.0, 1.1, 13.8],
     ("multi5+permute+fullname", "qa_finetune"): [96.2, 100, 98.7, 90.6, 97.9, 93.7, 99.0],
     ("single", "mixed"): [86.6, 96.1, 97.4, 90.1, 94.8, 88.8, 53.4],
+}
+
+# PAPER.md §6. P-probing, first token, by read position (bioS single: up to the attribute's own position, the
+# fixed order; multi5+permute, the paper's augmented P-probe row, set beside our multi5+permute+fullname).
+PAPER_P_PROBE = {
+    "single": {"birth_date": [100], "birth_city": [5.9, 100], "university": [38.0, 37.1, 99.2],
+               "major": [4.7, 4.6, 5.4, 99.9], "company": [1.5, 1.2, 1.3, 2.4, 99.5],
+               "company_city": [15.4, 15.4, 14.9, 13.0, 69.1, 100]},
+    "multi5+permute+fullname": dict({a: [100] * 6 for a in ATTRIBUTES}, company=[99.9, 99.9, 99.9, 100, 100, 100],
+                                    company_city=[99.8, 99.8, 99.9, 100, 100, 100]),
+}
+# PAPER.md §6, Q-probing: first token (6 attributes) then whole value (5 attributes).
+PAPER_Q_PROBE = {
+    "majority": [8.3, 2.5, 37.0, 4.0, 1.5, 14.8, 0.5, 0.3, 1.0, 0.4, 13.7],
+    "single": [63.4, 1.9, 37.5, 3.1, 0.2, 13.1, 1.1, 0.3, 1.4, 0.1, 11.6],
+    "single+fullname": [78.8, 47.5, 65.4, 51.0, 47.4, 28.9, 43.9, 31.2, 40.8, 44.4, 28.9],
+    "single+permute5": [95.3, 49.7, 66.6, 68.6, 96.5, 99.1, 47.7, 40.7, 63.0, 96.2, 98.9],
+    "multi5": [100, 39.8, 40.3, 40.1, 3.2, 13.2, 38.1, 9.7, 36.1, 2.3, 11.9],
+    "multi5+permute": [100, 100, 99.9, 100, 99.9, 99.8, 96.1, 72.6, 94.9, 99.6, 99.7],
+    "multi5+permute+fullname": [100, 100, 99.8, 100, 100, 99.8, 95.4, 68.1, 92.0, 99.9, 99.8],
 }
 
 VERSION = "0.2.0"  # 0.2: resumable checkpoints (optimizer, RNGs, stream positions), padded embedding

@@ -338,11 +338,11 @@ def crash_after_checkpoints(monkeypatch, n):
     monkeypatch.setattr(bk, "save_checkpoint", save)
 
 
-@pytest.mark.parametrize("stage", ["mixed", "finetune"])
+@pytest.mark.parametrize("stage", ["mixed", "finetune", "lora"])
 def test_resume_after_crash_matches_uninterrupted(tmp_path, monkeypatch, stage):
     d, base = str(tmp_path / "d"), str(tmp_path / "base")
     bk.generate(d, 40, "single", quiet=True)
-    kw = dict(steps=30, ckpt_every=7, log_every=1)
+    kw = dict(steps=30, ckpt_every=7, log_every=1) | (dict(lora_qv=2, lora_emb=4, lr=1e-2) if stage == "lora" else {})
     if stage == "mixed":
         run = lambda out, **extra: bk.train(bk.resolve_config("tiny", mode="mixed", **kw), d, out, quiet=True, **extra)
     else:
@@ -480,6 +480,40 @@ def test_value_positions_fixed_and_permuted(people):
                     assert ids[i:i + len(tok.encode(p[a]))] == tok.encode(p[a])
 
 
+def test_lora_trains_only_adapters_and_saves_them_merged(tiny_run, tmp_path):
+    base, _, _ = bk.load_checkpoint(str(tiny_run / "run"))
+    cfg = bk.resolve_config("tiny", "finetune", steps=6, lr=1e-2, lora_qv=2, lora_emb=4)
+    model, _ = bk.finetune(cfg, str(tiny_run / "run"), str(tiny_run / "d"), str(tmp_path / "ft"), quiet=True)
+    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".A." in k or ".B." in k for k in trainable)  # the adapters, nothing else
+    merged, _, _ = bk.load_checkpoint(str(tmp_path / "ft"))  # a plain GPT: the adapters folded in
+    C = cfg.n_embd
+    for name, before in base.state_dict().items():
+        after = merged.state_dict()[name]
+        if name.endswith("attn.qkv.weight"):  # query and value blocks change, the key block does not
+            assert torch.equal(before[C:2 * C], after[C:2 * C]) and not torch.equal(before[:C], after[:C])
+            assert not torch.equal(before[2 * C:], after[2 * C:])
+        elif name in ("wte.weight", "lm_head.weight"):
+            assert not torch.equal(before, after)
+        else:
+            assert torch.equal(before, after), name
+    x = torch.randint(0, 50, (2, 16))
+    torch.testing.assert_close(merged(x)[0], model.eval()(x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_finetune_grid_reuses_the_pretrained_run_and_reports_each_recipe(tmp_path, monkeypatch):
+    monkeypatch.setattr(bk, "FINETUNE_GRID", [dict(), dict(lora_qv=2, lora_emb=4)])
+    monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40))
+    bk.pretrained_run("single", "qa_finetune", "tiny", 0, "cpu", str(tmp_path / "work"), quiet=True)
+    stamp = os.path.getmtime(tmp_path / "work" / "single-qa_finetune" / "model.pt")
+    bk.finetune_grid("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    assert os.path.getmtime(tmp_path / "work" / "single-qa_finetune" / "model.pt") == stamp  # reused, not retrained
+    rows = bk.read_jsonl(str(tmp_path / "finetune_grid.jsonl"))
+    assert [r["recipe"] for r in rows] == ["full finetuning", "LoRA q/v rank 2 + embedding rank 4"]
+    assert rows[1]["lora_emb"] == 4 and set(rows[0]["qa_train_first_token"]) == {"mean", *bk.ATTRIBUTES}
+    assert "| LoRA q/v rank 2 + embedding rank 4 |" in bk.finetune_grid_markdown(str(tmp_path / "finetune_grid.jsonl"))
+
+
 # --- probing
 
 def test_p_probe_positions_are_just_before_each_attribute(people):
@@ -503,14 +537,14 @@ def test_probe_trains_only_its_own_parameters(tiny_run):
     data = bk.load_data(str(tiny_run / "d"))
     tok = bk.Tokenizer(data["vocab"])
     labels = bk.probe_labels(data["people"], tok)
-    probes = bk.new_probes(model.wte.weight, 2, torch.nn.LayerNorm, 6, labels, "cpu")
+    probes = bk.new_probes(model.wte.weight, 2, "layer", 6, labels, "cpu")
     for a, b, heads in probes.values():
         assert a.shape[1] == b.shape[0] == 2 and not b.any()  # the embedding update starts at zero
-        assert {type(m).__name__ for m in heads.modules()} <= {"ModuleDict", "ModuleList", "Sequential", "LayerNorm",
-                                                                "Linear"}
+        # per position: norm (gamma, beta) and a linear classifier (weight, bias); nothing else trains
+        assert {n.split(".")[-1] for n, _ in heads.named_parameters()} == {"gamma", "beta", "weight", "bias"}
     seqs, positions = bk.p_probe_inputs(data, tok)
-    result = bk.fit_probe(model, seqs, positions, labels, range(20), range(20, 40), 2, torch.nn.LayerNorm, 3, 8,
-                          "cpu")
+    result = bk.fit_probe(model, seqs, positions, labels, range(20), range(20, 40), 2, "layer", 3, 8, "cpu",
+                          head_steps=5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     assert len(result["first_token"]["company"]) == 6 and set(result["whole"]) == set(bk.ATTRIBUTES[1:])
@@ -519,11 +553,45 @@ def test_probe_trains_only_its_own_parameters(tiny_run):
 def test_probe_command_writes_both_probes(tiny_run, tmp_path, capsys):
     out = tmp_path / "probe.json"
     code, _, _ = run_main(capsys, "probe", "--run", str(tiny_run / "run"), "--data", str(tiny_run / "d"), "--steps",
-                          "2", "--out", str(out), "--device", "cpu")
+                          "2", "--head-steps", "5", "--out", str(out), "--device", "cpu")
     result = json.loads(out.read_text())
     assert code == 0 and set(result) == {"p_probe", "q_probe"}
-    assert len(result["p_probe"]["first_token"]["birth_date"]) == 6 and set(result["q_probe"]["whole"]) == set(
-        bk.ATTRIBUTES[1:]) and set(result["q_probe"]["baseline"]) == {"first_token", "whole"}
+    p = result["p_probe"]  # Figure 5's grids: attribute x read position
+    assert [len(p["first_token"]), len(p["whole"])] == [6, 5] and all(len(r) == 6 for r in p["first_token"])
+    assert p["attributes"]["whole"] == list(bk.ATTRIBUTES[1:])
+    assert set(result["q_probe"]["whole"]) == set(bk.ATTRIBUTES[1:])
+    assert set(result["q_probe"]["baseline"]) == {"first_token", "whole"}
+
+
+def test_q_probe_reads_the_bare_name(people):
+    tok = bk.Tokenizer(bk.VOCAB)
+    data = {"people": people[:5]}
+    for read, tail in (("name", []), ("end", [tok.eos])):
+        seqs, positions = bk.q_probe_inputs(data, tok, read)
+        for p, s, (i,) in zip(people, seqs, positions):
+            assert s == [tok.eos] + tok.encode(p["name"]) + tail and i == len(s) - 1
+
+
+def test_probe_report_lays_out_figures_5_and_7():
+    def row(setting, method, q, qa):
+        r = dict(setting=setting, method=method, qa_test={a: qa for a in bk.ATTRIBUTES},
+                 q_probe={"first_token": {a: q for a in bk.ATTRIBUTES}, "whole": {a: q for a in bk.ATTRIBUTES[1:]},
+                          "baseline": {"first_token": {a: 1.0 for a in bk.ATTRIBUTES},
+                                       "whole": {a: 1.0 for a in bk.ATTRIBUTES[1:]}}})
+        if method == "qa_finetune":
+            grid = [[2.0] * 4 + [90.0] * 2 if a == "company" and setting == "single" else [q] * 6
+                    for a in bk.ATTRIBUTES]
+            r["p_probe"] = {"first_token": grid, "whole": grid[1:], "attributes": {
+                k: list(v) for k, v in bk.PROBE_KINDS.items()}, "baseline": r["q_probe"]["baseline"]}
+        return r
+    rows = [row("single", "qa_finetune", 5.0, 7.0), row("multi5+permute+fullname", "qa_finetune", 90.0, 98.0),
+            row("single", "mixed", 4.0, 3.0)]
+    assert bk.q_probe_vs_qa(rows)["rows"] == pytest.approx(1.0, abs=0.01)
+    assert [ok for _, ok in bk.probe_checks(rows)] == [True, True, True, True]
+    text = bk.probe_markdown({"rows": rows})
+    assert "### P-probing, single (Figure 5)" in text and "### Q-probing (Figure 7)" in text
+    assert "| paper: single | | 63.4 |" in text
+    assert "| company | first token | 1.0 | 2.0 | 2.0 | 2.0 | 2.0 | 90.0" in text
 
 
 class Planted(torch.nn.Module):
@@ -546,7 +614,7 @@ def test_probe_reads_a_planted_label_and_not_a_shuffled_one(shuffle):
     if shuffle:
         labels = {k: y[torch.randperm(n, generator=g)] for k, y in labels.items()}
     result = bk.fit_probe(Planted(codes), [[0, i + 1, 0] for i in range(n)], [[1]] * n, labels, range(300),
-                          range(300, n), 2, torch.nn.LayerNorm, 150, 50, "cpu", lr=1e-2)
+                          range(300, n), 2, "layer", 20, 50, "cpu", lr=1e-2, head_steps=600)
     for kind, attrs in bk.PROBE_KINDS.items():
         for a in attrs:
             acc, base = result[kind][a][0], result["baseline"][kind][a]
@@ -618,6 +686,8 @@ BAD_INPUTS = {  # what a user may type -> words the one-line error must contain
         root, "vocab", lambda d: (d / "vocab.json").write_text(json.dumps(bk.VOCAB[:-1])))], "another vocabulary"),
     "other model shape": (lambda root: ["finetune", "--run", str(root / "run"), "--data", str(root / "d"), "--out",
                                         "OUT", "--n-embd", "64"], "another model shape"),
+    "negative LoRA rank": (lambda root: ["finetune", "--run", str(root / "run"), "--data", str(root / "d"), "--out",
+                                         "OUT", "--lora-qv", "-8"], "LoRA ranks"),
     "corrupt checkpoint": (lambda root: ["finetune", "--run", corrupt_checkpoint(root), "--data", str(root / "d"),
                                          "--out", "OUT"], "corrupt checkpoint"),
     "existing run": (lambda root: ["train", "--data", str(root / "d"), "--out", str(root / "run"), "--preset", "tiny"],
