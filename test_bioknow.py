@@ -764,3 +764,13 @@ def test_mixed_sweep_writes_rows_the_report_tabulates(tmp_path, monkeypatch):
     assert [r["n_embd"] for r in rows] == [32, 64] and all(0 <= r["qa_test"]["mean"] <= 100 for r in rows)
     table = bk.mixed_sweep_markdown(str(tmp_path / "mixed_sweep.jsonl"))
     assert table.count("\n| 40 |") == 2
+
+
+def test_qa_ratio_sweep_rewrites_its_file_and_sets_the_paper_beside(tmp_path, monkeypatch):
+    monkeypatch.setattr(bk, "QA_RATIO_SWEEP", [dict(people=40, passes=1, qa_ratio=r) for r in (0.2, 0.8)])
+    for _ in range(2):  # a rerun replaces the file, it does not append
+        bk.mixed_sweep("tiny", 0, str(tmp_path), "cpu", True, bk.QA_RATIO_SWEEP, "qa_ratio.jsonl", append=False)
+    rows = bk.read_jsonl(str(tmp_path / "qa_ratio.jsonl"))
+    assert [r["qa_ratio"] for r in rows] == [0.2, 0.8]
+    table = bk.qa_ratio_markdown(str(tmp_path / "qa_ratio.jsonl"))
+    assert "| 0.2 |" in table and "| 53.6 |" in table and "| 85.7 |" in table
