@@ -1924,7 +1924,9 @@ def git_commit():
 CONFIG_HELP = {"passes": "training budget in passes over bioS-single-sized data (finetune: epochs over P_train QA)",
                "steps": "optimizer steps (overrides --passes)", "mode": "bio or mixed",
                "qa_ratio": "mixed training: probability that a window is QA", "compile": "auto, on or off",
-               "holdout": "finetune: fraction of P_train people held out (to choose a recipe without P_test)"}
+               "holdout": "finetune: fraction of P_train people held out (to choose a recipe without P_test)",
+               "lora_qv": "finetune: LoRA rank on each layer's query and value (0: full finetuning; paper: 8 or 16)",
+               "lora_emb": "finetune: LoRA rank of the embedding update (paper: 128)"}
 TRAIN_FIELDS = [f for f in dataclasses.fields(Config) if f.name not in ("people", "aug", "preset")]
 
 
@@ -2067,7 +2069,8 @@ def parse_args(argv=None):
                    help="steps training the embedding update with the read-outs (default: the run's preset's)")
     p.add_argument("--head-steps", type=int, default=PROBE_HEAD_STEPS,
                    help="full-batch steps fitting the read-outs on the frozen features first")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, decayed linearly to 0 (paper: 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="AdamW learning rate of the joint phase, decayed linearly to 0 (paper: 1e-3)")
     p.add_argument("--q-read", choices=("name", "end"), default="name",
                    help="Q-probe read position: the name's last token (default) or an end token after it (paper)")
     p.add_argument("--device", default="auto")
