@@ -269,6 +269,11 @@ def write_jsonl(f, rows):
     f.write("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def rewrite_jsonl(path, rows):
+    """PATH as these rows, one JSON object a line, rewritten whole: a kill never leaves half a line."""
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def generate(out, people=Config.people, aug="single", seed=0, force=False, quiet=False):
     """Write a bioS data directory (people.jsonl, bios.jsonl, qa.jsonl, vocab.json, meta.json) atomically."""
     spec = parse_aug(aug)
@@ -1173,11 +1178,11 @@ def exact_match(generated, answer_ids, eos):
 
 
 @torch.no_grad()
-def qa_accuracy(model, tok, rows, device, batch_size=1024, quiet=True, first_token=False):
-    """Exact-match accuracy (%) per attribute and mean (first_token: only the answer's first token must match, the
-    paper's Figure 2 measure for P_train). Names are three tokens, so each attribute's questions have one length
-    and batch without padding."""
-    correct = {a: [] for a in ATTRIBUTES}
+def qa_accuracies(model, tok, rows, device, batch_size=1024, quiet=True):
+    """Exact-match and first-token accuracy (%) per attribute and mean, from one greedy decoding (first token: only
+    the answer's first token must match, the paper's Figure 2 measure for P_train). Names are three tokens, so each
+    attribute's questions have one length and batch without padding."""
+    correct, first = {a: [] for a in ATTRIBUTES}, {a: [] for a in ATTRIBUTES}
     groups = {}
     for r in rows:
         prompt = [tok.eos] + tok.encode(r["question"] + "\nAnswer:")
@@ -1187,9 +1192,14 @@ def qa_accuracy(model, tok, rows, device, batch_size=1024, quiet=True, first_tok
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
             gen = greedy_answers(model, torch.tensor([p for p, _ in chunk]), max_new, tok.eos, device)
-            correct[attr] += [g[0].item() == a[0] if first_token else exact_match(g.tolist(), a, tok.eos)
-                              for g, (_, a) in zip(gen, chunk)]
-    return percentages(correct)
+            correct[attr] += [exact_match(g.tolist(), a, tok.eos) for g, (_, a) in zip(gen, chunk)]
+            first[attr] += [g[0].item() == a[0] for g, (_, a) in zip(gen, chunk)]
+    return percentages(correct), percentages(first)
+
+
+def qa_accuracy(model, tok, rows, device, batch_size=1024, quiet=True):
+    """Exact-match accuracy (%) per attribute and mean."""
+    return qa_accuracies(model, tok, rows, device, batch_size, quiet)[0]
 
 
 def percentages(correct):
@@ -1379,8 +1389,8 @@ def fit_probe(model, seqs, positions, labels, train_ids, test_ids, rank, norm, s
     train_ids, rng = torch.tensor(sorted(train_ids), device=device), np.random.default_rng(seed)
 
     def features(attr, ids, chunk=512):
-        a, b, _ = probes[attr] if attr else (0, 0, None)
-        w = wte if attr is None else wte + a @ b
+        """Last layer at the read positions, the input embedding updated by attr's A @ B (attr None: unchanged)."""
+        w = wte if attr is None else wte + probes[attr][0] @ probes[attr][1]
         h = [model.hidden(x_all[ids[i:i + chunk]], wte=w) for i in range(0, len(ids), chunk)]
         return torch.cat(h)[torch.arange(len(ids), device=device)[:, None], pos_all[ids]]  # (B, positions, D)
 
@@ -1491,7 +1501,7 @@ def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_
     REPORT.md tabulates): appended to what is there, or (append=False) a file of this run's lines only."""
     os.makedirs(out, exist_ok=True)
     path, hardware = os.path.join(out, name), hardware_name(pick_device(device))
-    kept = open(path).read() if append and os.path.isfile(path) else ""
+    kept = read_jsonl(path) if append and os.path.isfile(path) else []
     for overrides in tqdm(MIXED_SWEEP if sweep is None else sweep, desc="mixed sweep", disable=quiet):
         cfg = resolve_config(preset, seed=seed, device=device, **overrides)
         row = reproduce_row("single", "mixed", preset, seed, device, os.path.join(out, "work"), True, overrides)
@@ -1501,8 +1511,8 @@ def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_
                     steps=row["pretrain_steps"], bio_memorization=row["bio_memorization"], qa_train=row["qa_train"],
                     qa_test=row["qa_test"], minutes=row["minutes"], hardware=hardware, bioknow=VERSION,
                     commit=git_commit())
-        kept += json.dumps(line) + "\n"
-        write_text(path, kept)  # rewritten whole: a kill never leaves half a line
+        kept.append(line)
+        rewrite_jsonl(path, kept)
         print(f"mixed {json.dumps(overrides)}: P_test {row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)",
               flush=True)
 
@@ -1526,19 +1536,18 @@ def finetune_grid(preset, seed, out, device, quiet=False):
     work, path = os.path.join(out, "work"), os.path.join(out, "finetune_grid.jsonl")
     data_dir, data, run, _, _ = pretrained_run("single", "qa_finetune", preset, seed, device, work, quiet, reuse=True)
     dev, tok, lines = pick_device(device), Tokenizer(data["vocab"]), []
+    split = {s: [r for r in data["qa"] if r["split"] == s] for s in ("train", "test")}
     for overrides in tqdm(FINETUNE_GRID, desc="finetune grid", disable=quiet):
         t0 = time.time()
         cfg = resolve_config(preset, "finetune", seed=seed, device=device, **overrides)
         model, _ = finetune(cfg, run, data_dir, os.path.join(work, "single-grid"), force=True, quiet=True)
-        train_rows = [r for r in data["qa"] if r["split"] == "train"]
+        qa_train, qa_train_first_token = qa_accuracies(model, tok, split["train"], dev)
         line = dict(recipe=recipe_name(overrides), lora_qv=cfg.lora_qv, lora_emb=cfg.lora_emb, lr=cfg.lr,
-                    passes=cfg.passes, qa_train_first_token=qa_accuracy(model, tok, train_rows, dev, first_token=True),
-                    qa_train=qa_accuracy(model, tok, train_rows, dev),
-                    qa_test=qa_accuracy(model, tok, [r for r in data["qa"] if r["split"] == "test"], dev),
-                    minutes=round((time.time() - t0) / 60, 2), hardware=hardware_name(dev), bioknow=VERSION,
-                    commit=git_commit())
-        lines.append(json.dumps(line))
-        write_text(path, "\n".join(lines) + "\n")  # rewritten whole: a kill never leaves half a line
+                    passes=cfg.passes, qa_train_first_token=qa_train_first_token, qa_train=qa_train,
+                    qa_test=qa_accuracy(model, tok, split["test"], dev), minutes=round((time.time() - t0) / 60, 2),
+                    hardware=hardware_name(dev), bioknow=VERSION, commit=git_commit())
+        lines.append(line)
+        rewrite_jsonl(path, lines)
         print(f"{line['recipe']:>40}: P_train first token {line['qa_train_first_token']['mean']:.1f}, exact "
               f"{line['qa_train']['mean']:.1f}; P_test {line['qa_test']['mean']:.1f}", flush=True)
 
@@ -1659,12 +1668,17 @@ def pearson(xs, ys):
     return round(float(np.corrcoef(xs, ys)[0, 1]), 3)
 
 
+def whole_means(row):
+    """A row's Q-probe whole-value accuracy and its QA P_test accuracy, each the mean of the same five attributes."""
+    return (float(np.mean([row["q_probe"]["whole"][a] for a in ATTRIBUTES[1:]])),
+            float(np.mean([row["qa_test"][a] for a in ATTRIBUTES[1:]])))
+
+
 def q_probe_vs_qa(rows):
     """Q-probe whole-value accuracy against QA P_test accuracy on the same five attributes (paper Result 5): the
     correlation across rows (of the means) and across (row, attribute) pairs."""
     rows = [r for r in rows if "q_probe" in r]
-    means = [(np.mean([r["q_probe"]["whole"][a] for a in ATTRIBUTES[1:]]),
-              np.mean([r["qa_test"][a] for a in ATTRIBUTES[1:]])) for r in rows]
+    means = [whole_means(r) for r in rows]
     pairs = [(r["q_probe"]["whole"][a], r["qa_test"][a]) for r in rows for a in ATTRIBUTES[1:]]
     return dict(rows=pearson(*zip(*means)) if means else None, row_attributes=pearson(*zip(*pairs)) if pairs else None)
 
@@ -1682,7 +1696,7 @@ def probe_checks(rows):
         at_name = [row[0] for row in augmented["p_probe"]["first_token"]]
         checks.append(("multi5+permute+fullname: P-probe (first token) >= 80% at position 0 for every attribute",
                        min(at_name) >= 80))
-        q = [np.mean(list(r["q_probe"]["whole"].values())) for r in (single, augmented)]
+        q = [whole_means(r)[0] for r in (single, augmented)]
         checks.append(("Q-probe whole-value mean: multi5+permute+fullname at least 10 points above single",
                        bool(q[1] >= q[0] + 10)))
     corr = q_probe_vs_qa(rows)["rows"]
@@ -1731,12 +1745,11 @@ def probe_markdown(result):
                  + " | ".join(fmt(base["whole"][a]) for a in ATTRIBUTES[1:]) + " | | |")
     lines.append("| paper: majority guess | | " + " | ".join(fmt(v) for v in PAPER_Q_PROBE["majority"]) + " | | |")
     for row in rows:
-        q = row["q_probe"]
-        whole = [q["whole"][a] for a in ATTRIBUTES[1:]]
+        q, (q_mean, qa_mean) = row["q_probe"], whole_means(row)
         lines.append(f"| {row['setting']} | {row['method']} | "
                      + " | ".join(fmt(q["first_token"][a]) for a in ATTRIBUTES) + " | "
-                     + " | ".join(fmt(v) for v in whole) + f" | **{fmt(float(np.mean(whole)))}** | "
-                     f"{fmt(float(np.mean([row['qa_test'][a] for a in ATTRIBUTES[1:]])))} |")
+                     + " | ".join(fmt(q["whole"][a]) for a in ATTRIBUTES[1:]) + f" | **{fmt(q_mean)}** | "
+                     f"{fmt(qa_mean)} |")
         paper = PAPER_Q_PROBE.get(row["setting"]) if row["method"] == "qa_finetune" else None
         if paper:
             lines.append(f"| paper: {row['setting']} | | " + " | ".join(fmt(v) for v in paper) + " | "
@@ -1795,16 +1808,13 @@ def hardware_name(device):
 
 
 def write_report(result, out):
-    """REPORT.md from a reproduce result, plus the mixed-training sweep if OUT/mixed_sweep.jsonl is there."""
+    """REPORT.md from a reproduce result and its probes, plus each table whose OUT/*.jsonl is there (the finetuning
+    grid, the QA-ratio sweep, and the mixed-training sweep: the scale at which mixed training starts to work)."""
     markdown = report_markdown(result) + "\n" + probe_markdown(result)
-    grid, ratios = os.path.join(out, "finetune_grid.jsonl"), os.path.join(out, "qa_ratio.jsonl")
-    if os.path.isfile(grid):
-        markdown += "\n" + finetune_grid_markdown(grid)
-    if os.path.isfile(ratios):
-        markdown += "\n" + qa_ratio_markdown(ratios)
-    sweep = os.path.join(out, "mixed_sweep.jsonl")
-    if os.path.isfile(sweep):  # kept beside the report: the scale at which mixed training starts to work
-        markdown += "\n" + mixed_sweep_markdown(sweep)
+    for name, table in (("finetune_grid.jsonl", finetune_grid_markdown), ("qa_ratio.jsonl", qa_ratio_markdown),
+                        ("mixed_sweep.jsonl", mixed_sweep_markdown)):
+        if os.path.isfile(os.path.join(out, name)):
+            markdown += "\n" + table(os.path.join(out, name))
     write_text(os.path.join(out, "REPORT.md"), markdown)
     print(markdown)
 
