@@ -110,6 +110,7 @@ PRESETS = {
                   finetune=dict(lr=3e-4, weight_decay=0.01, batch_size=48, steps=50_000, warmup_steps=0)),
 }
 PRESETS["toy"] = dict(PRESETS["cpu"], people=300)  # the headline gap at toy scale: the end-to-end test, ~3.5 min
+PRESETS["table"] = dict(PRESETS["cpu"], people=500)  # `reproduce --table full`: 32 runs in ~80 min on 2 cores
 DEFAULT_PRESET = "cpu"
 
 
@@ -1572,6 +1573,105 @@ def finetune_grid_markdown(path):
     return "\n".join(lines) + "\n"
 
 
+# `reproduce --table full` (PAPER.md §5): all 16 bioS settings, each with QA finetuning after bio pretraining and with
+# mixed training, every pretrained model Q-probed (Result 5). 32 pretraining runs: the `table` preset (the cpu preset
+# at a smaller N) keeps them within 90 minutes on 2 cores.
+FULL_SETTINGS = ("single", "single+fullname", "single+permute1", "single+permute2", "single+permute5",
+                 "single+permute1+fullname", "single+permute2+fullname", "single+permute5+fullname",
+                 "multi2", "multi2+fullname", "multi2+permute", "multi2+permute+fullname",
+                 "multi5", "multi5+fullname", "multi5+permute", "multi5+permute+fullname")
+FULL_METHODS = ("qa_finetune", "mixed")
+
+
+def full_table(preset, seed, out, device, quiet=False):
+    """Every setting x method, Q-probed -> OUT/full_table.jsonl, a line a row as it finishes. Rows already there for
+    this preset and seed are kept, so a killed run continues where it stopped (delete the file to start over)."""
+    os.makedirs(out, exist_ok=True)
+    path, work, dev = os.path.join(out, "full_table.jsonl"), os.path.join(out, "work", "full"), pick_device(device)
+    lines = read_jsonl(path) if os.path.isfile(path) else []
+    kept = [r for r in lines if (r.get("preset"), r.get("seed")) == (preset, seed)]
+    if kept:
+        print(f"keeping the {len(kept)} finished rows of {path} (delete it to rerun them)", flush=True)
+    done = {(r["setting"], r["method"]) for r in kept}
+    todo = [(s, m) for s in FULL_SETTINGS for m in FULL_METHODS if (s, m) not in done]
+    for setting, method in tqdm(todo, desc="full table", disable=quiet):
+        row = reproduce_row(setting, method, preset, seed, device, work, True, probes=("q",))
+        kept.append(dict(row, preset=preset, seed=seed, people=resolve_config(preset).people,
+                         hardware=hardware_name(dev), bioknow=VERSION, commit=git_commit()))
+        rewrite_jsonl(path, kept)
+        print(f"{setting:>26} {method:<12} memorised {row['bio_memorization']:5.1f}  P_test "
+              f"{row['qa_test']['mean']:5.1f}  Q-probe {whole_means(row)[0]:5.1f}  ({row['minutes']:.1f} min)",
+              flush=True)
+
+
+def ordering_checks(qa, mixed):
+    """The orderings the paper reports across the settings (PAPER.md §5), checked on {setting: P_test mean} of QA
+    finetuning and of mixed training: a list of (claim, holds, detail), each over the settings that are there."""
+    def pairs(claim, lower_higher, margin=0.0, need=None):
+        lower_higher = [(lo, hi) for lo, hi in lower_higher if lo in qa and hi in qa]
+        held = [(lo, hi) for lo, hi in lower_higher if qa[hi] >= qa[lo] + margin]
+        need = len(lower_higher) if need is None else min(need, len(lower_higher))
+        detail = ", ".join(f"{lo} {qa[lo]:.1f} -> {hi} {qa[hi]:.1f}" for lo, hi in lower_higher)
+        return claim, len(held) >= need, f"{len(held)} of {len(lower_higher)}: {detail}"
+
+    bases = [s for s in FULL_SETTINGS if "fullname" not in s]
+    permuted = [(f"multi{m}{f}", f"multi{m}+permute{f}") for m in (2, 5) for f in ("", "+fullname")] + [
+        (f"single+permute{a}{f}", f"single+permute{b}{f}") for a, b in ((1, 2), (2, 5)) for f in ("", "+fullname")]
+    checks = [pairs("single+permute1 below single (QA)", [("single+permute1", "single")]),
+              pairs("multi5 well below multi5+permute (QA, by 10+ points)", [("multi5", "multi5+permute")], 10),
+              pairs("fullname helps (QA, 7 of the 8 pairs at least)", [(s, s + "+fullname") for s in bases], need=7),
+              pairs("permutation helps (QA, every pair)", permuted)]
+    checks = [c for c in checks if not c[2].startswith("0 of 0")]
+    if mixed:
+        checks.append(("mixed training high across all rows (>= 60 on every setting)", min(mixed.values()) >= 60,
+                       f"lowest {min(mixed.values()):.1f} ({min(mixed, key=mixed.get)})"))
+    return checks
+
+
+def full_table_markdown(path):
+    rows = {(r["setting"], r["method"]): r for r in read_jsonl(path)}
+    settings = [s for s in FULL_SETTINGS if (s, "qa_finetune") in rows or (s, "mixed") in rows]
+    any_row = next(iter(rows.values()))
+    lines = ["## All 16 bioS settings (PAPER.md §5)", "",
+             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table full` (`make reproduce-full`). "
+             f"Preset `{any_row['preset']}` (N = {any_row['people']}), seed {any_row['seed']}, {any_row['hardware']}; "
+             f"{sum(r['minutes'] for r in rows.values()):.0f} minutes for the {len(rows)} runs. One recipe for every "
+             "row, nothing selected on P_test: QA = bio pretraining then full QA finetuning on P_train (the preset's "
+             "optimiser and epochs); mixed = biographies and P_train QA in one run (QAr 0.8). P_test exact match in %; "
+             "memorised = first-token accuracy on the biographies after bio pretraining; Q-probe = whole-value mean "
+             "(five attributes) of a Q-probe on each pretrained model. Paper: GPT-2 124M, N = 100,000; it gives mixed "
+             "training per attribute for single only.", "",
+             "| setting | | QA mean | " + " | ".join(ATTRIBUTES) + " | memorised | mixed mean | "
+             + " | ".join(ATTRIBUTES) + " | Q-probe (QA / mixed model) |", "|---|---|" + "---|" * 17]
+    for s in settings:
+        qa, mix = rows.get((s, "qa_finetune")), rows.get((s, "mixed"))
+        cells = lambda r: [f"**{fmt(r['qa_test']['mean'])}**"] + [fmt(r["qa_test"][a]) for a in ATTRIBUTES] \
+            if r else ["–"] * 7
+        probes = " / ".join(fmt(whole_means(r)[0]) if r else "–" for r in (qa, mix))
+        lines.append(f"| {s} | bioknow | " + " | ".join(cells(qa)) + f" | {fmt(qa and qa['bio_memorization'])} | "
+                     + " | ".join(cells(mix)) + f" | {probes} |")
+        paper_qa, paper_mix = PAPER_TABLE[s]
+        paper_q = PAPER_Q_PROBE.get(s)
+        lines.append("| | paper | " + " | ".join(fmt(v) for v in paper_qa) + " | | "
+                     + " | ".join(fmt(v) for v in paper_mix + [None] * (7 - len(paper_mix))) + " | "
+                     + (fmt(float(np.mean(paper_q[6:]))) if paper_q else "") + " |")
+    means = {m: {s: rows[(s, m)]["qa_test"]["mean"] for s in settings if (s, m) in rows} for m in FULL_METHODS}
+    paper = {m: {s: PAPER_TABLE[s][k][0] for s in means[m]} for k, m in enumerate(FULL_METHODS)}
+    lines += ["", "| the paper's ordering | bioknow | detail | paper |", "|---|---|---|---|"]
+    for ours, theirs in zip(ordering_checks(*means.values()), ordering_checks(*paper.values())):
+        lines.append(f"| {ours[0]} | {'yes' if ours[1] else 'NO'} | {ours[2]} | {'yes' if theirs[1] else 'no'} |")
+    if len(rows) > 2:
+        corr = q_probe_vs_qa(list(rows.values()))
+        paper_q = [s for s in settings if s in PAPER_Q_PROBE]
+        paper_corr = pearson([float(np.mean(PAPER_Q_PROBE[s][6:])) for s in paper_q],
+                             [float(np.mean(PAPER_TABLE[s][0][2:])) for s in paper_q])
+        lines += ["", f"Q-probe against QA (Result 5): the correlation of the Q-probe whole-value mean with the row's "
+                      f"P_test mean on the same five attributes is {corr['rows']} across the {len(rows)} rows and "
+                      f"{corr['row_attributes']} across row x attribute pairs (the paper's {len(paper_q)} Q-probed "
+                      f"settings: {paper_corr})."]
+    return "\n".join(lines) + "\n"
+
+
 def meets_threshold(row):
     key = (row["setting"], row["method"])
     if key == ("single", "qa_finetune"):
@@ -1606,14 +1706,14 @@ def pretrained_run(setting, method, preset, seed, device, work, quiet=False, tra
 
 
 def reproduce_row(setting, method, preset, seed, device, work, quiet=False, train_overrides=None,
-                  finetune_overrides=None, probing=False):
-    """Generate -> pretrain (bio or mixed) -> [probe] -> [QA finetune] -> evaluate, for one row of the table."""
+                  finetune_overrides=None, probes=()):
+    """Generate -> pretrain (bio or mixed) -> probe (kinds in `probes`) -> [QA finetune] -> evaluate: one row."""
     t0 = time.time()
     data_dir, data, run, model, info = pretrained_run(setting, method, preset, seed, device, work, quiet,
                                                       train_overrides)
     dev = pick_device(device)
     mem = bio_memorization(model, Tokenizer(data["vocab"]), data, dev)  # of the pretrained model
-    probes = probe(run, data_dir, REPRODUCE_PROBES[method], device=device, seed=seed, quiet=quiet) if probing else {}
+    probes = probe(run, data_dir, probes, device=device, seed=seed, quiet=quiet) if probes else {}
     if method == "qa_finetune":
         fcfg = resolve_config(preset, "finetune", seed=seed, device=device, **(finetune_overrides or {}))
         model, _ = finetune(fcfg, run, data_dir, run + "-qa", force=True, quiet=quiet)
@@ -1811,8 +1911,8 @@ def write_report(result, out):
     """REPORT.md from a reproduce result and its probes, plus each table whose OUT/*.jsonl is there (the finetuning
     grid, the QA-ratio sweep, and the mixed-training sweep: the scale at which mixed training starts to work)."""
     markdown = report_markdown(result) + "\n" + probe_markdown(result)
-    for name, table in (("finetune_grid.jsonl", finetune_grid_markdown), ("qa_ratio.jsonl", qa_ratio_markdown),
-                        ("mixed_sweep.jsonl", mixed_sweep_markdown)):
+    for name, table in (("full_table.jsonl", full_table_markdown), ("finetune_grid.jsonl", finetune_grid_markdown),
+                        ("qa_ratio.jsonl", qa_ratio_markdown), ("mixed_sweep.jsonl", mixed_sweep_markdown)):
         if os.path.isfile(os.path.join(out, name)):
             markdown += "\n" + table(os.path.join(out, name))
     write_text(os.path.join(out, "REPORT.md"), markdown)
@@ -1829,7 +1929,8 @@ def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet
         resolve_config(preset, seed=seed, device=device)), command=" ".join(["python bioknow.py"] + sys.argv[1:]),
         rows=[])
     for setting, method in rows:
-        row = reproduce_row(setting, method, preset, seed, device, work, quiet, probing=probing)
+        row = reproduce_row(setting, method, preset, seed, device, work, quiet,
+                            probes=REPRODUCE_PROBES[method] if probing else ())
         result["rows"].append(row)
         print(f"{setting:>26} {method:<12} memorised {row['bio_memorization']:5.1f}  "
               f"P_train {row['qa_train']['mean']:5.1f}  P_test {row['qa_test']['mean']:5.1f}  "
@@ -2018,11 +2119,14 @@ def cmd_bench(args):
 
 
 def cmd_reproduce(args):
+    args.preset = args.preset or ("table" if args.table == "full" else DEFAULT_PRESET)
     if args.table == "mixed-sweep":
         return mixed_sweep(args.preset, args.seed, args.out, args.device, args.quiet)
     if args.table == "qa-ratio":
         return mixed_sweep(args.preset, args.seed, args.out, args.device, args.quiet, QA_RATIO_SWEEP, "qa_ratio.jsonl",
                            append=False)
+    if args.table == "full":
+        return full_table(args.preset, args.seed, args.out, args.device, args.quiet)
     if args.table == "finetune-grid":
         return finetune_grid(args.preset, args.seed, args.out, args.device, args.quiet)
     if args.report_only:
@@ -2099,15 +2203,17 @@ def parse_args(argv=None):
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("reproduce", help="the headline table -> OUT/REPORT.md and OUT/reproduce.json")
-    p.add_argument("--preset", default=DEFAULT_PRESET)
+    p.add_argument("--preset", help=f"default: {DEFAULT_PRESET} (--table full: table, the cpu preset at N = 500)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results")
     p.add_argument("--device", default="auto")
     p.add_argument("--report-only", action="store_true", help="rewrite OUT/REPORT.md from OUT/reproduce.json")
     p.add_argument("--no-probe", action="store_true", help="skip P-/Q-probing of the pretrained models")
-    p.add_argument("--table", choices=("headline", "finetune-grid", "qa-ratio", "mixed-sweep"), default="headline",
-                   help="headline: the three rows (default); finetune-grid: LoRA ranks and full finetuning on bioS "
-                        "single -> OUT/finetune_grid.jsonl (Figure 2); qa-ratio: mixed training at QAr 0.1-0.8 -> "
+    p.add_argument("--table", choices=("headline", "full", "finetune-grid", "qa-ratio", "mixed-sweep"),
+                   default="headline",
+                   help="headline: the three rows (default); full: all 16 bioS settings, QA and mixed, Q-probed -> "
+                        "OUT/full_table.jsonl (preset table by default; resumes a killed run); finetune-grid: LoRA "
+                        "ranks and full finetuning on bioS single -> OUT/finetune_grid.jsonl (Figure 2); qa-ratio: mixed training at QAr 0.1-0.8 -> "
                         "OUT/qa_ratio.jsonl (Figure 10); mixed-sweep: MIXED_SWEEP runs -> "
                         "OUT/mixed_sweep.jsonl (hours on a CPU); then rerun with --report-only")
     p.set_defaults(func=cmd_reproduce)
@@ -2327,12 +2433,28 @@ QUESTIONS = {
     "company_city": "Where did {N} work?",
 }
 
-# The paper's numbers (PAPER.md §5), for the report: P_test QA accuracy, mean then the six attributes.
-PAPER_QA = {
-    ("single", "qa_finetune"): [9.7, 33.5, 6.3, 2.3, 4.0, 1.1, 13.8],
-    ("multi5+permute+fullname", "qa_finetune"): [96.2, 100, 98.7, 90.6, 97.9, 93.7, 99.0],
-    ("single", "mixed"): [86.6, 96.1, 97.4, 90.1, 94.8, 88.8, 53.4],
+# The paper's numbers (PAPER.md §5), for the report: P_test accuracy, mean then the six attributes. Per setting:
+# QA finetuning after bio pretraining, and mixed training (the paper gives its per-attribute numbers for single only).
+PAPER_TABLE = {
+    "single": ([9.7, 33.5, 6.3, 2.3, 4.0, 1.1, 13.8], [86.6, 96.1, 97.4, 90.1, 94.8, 88.8, 53.4]),
+    "single+fullname": ([48.9, 56.2, 58.8, 63.0, 55.7, 50.5, 14.1], [85.9]),
+    "single+permute1": ([4.4, 0.5, 3.3, 2.4, 5.0, 3.5, 13.7], [82.5]),
+    "single+permute2": ([53.2, 57.3, 48.3, 53.1, 55.0, 51.8, 58.3], [91.6]),
+    "single+permute5": ([70.0, 56.4, 57.7, 58.3, 64.9, 90.5, 97.7], [93.7]),
+    "single+permute1+fullname": ([31.7, 26.6, 29.3, 36.9, 31.1, 31.4, 37.9], [89.8]),
+    "single+permute2+fullname": ([73.1, 69.0, 60.6, 64.2, 64.0, 87.9, 95.0], [92.6]),
+    "single+permute5+fullname": ([80.2, 83.7, 67.8, 72.6, 69.1, 93.0, 98.6], [93.4]),
+    "multi2": ([41.1, 100, 71.7, 33.1, 26.1, 5.2, 14.0], [89.2]),
+    "multi2+fullname": ([84.0, 100, 97.7, 89.5, 97.6, 91.3, 35.3], [87.9]),
+    "multi2+permute": ([91.2, 99.3, 98.7, 89.8, 96.7, 83.3, 83.5], [91.6]),
+    "multi2+permute+fullname": ([96.1, 100, 98.8, 91.3, 98.1, 93.7, 97.8], [94.4]),
+    "multi5": ([41.0, 100, 50.8, 30.9, 43.5, 10.2, 13.8], [91.8]),
+    "multi5+fullname": ([82.4, 100, 98.6, 88.4, 96.1, 91.9, 26.8], [92.0]),
+    "multi5+permute": ([96.6, 100, 99.0, 91.3, 97.7, 95.1, 98.7], [95.5]),
+    "multi5+permute+fullname": ([96.2, 100, 98.7, 90.6, 97.9, 93.7, 99.0], [95.7]),
 }
+PAPER_QA = {(s, m): PAPER_TABLE[s][k] for s, m, k in (("single", "qa_finetune", 0), ("single", "mixed", 1),
+                                                        ("multi5+permute+fullname", "qa_finetune", 0))}
 
 # PAPER.md §6. P-probing, first token, by read position (bioS single: up to the attribute's own position, the
 # fixed order; multi5+permute, the paper's augmented P-probe row, set beside our multi5+permute+fullname).

@@ -774,3 +774,27 @@ def test_qa_ratio_sweep_rewrites_its_file_and_sets_the_paper_beside(tmp_path, mo
     assert [r["qa_ratio"] for r in rows] == [0.2, 0.8]
     table = bk.qa_ratio_markdown(str(tmp_path / "qa_ratio.jsonl"))
     assert "| 0.2 |" in table and "| 53.6 |" in table and "| 85.7 |" in table
+
+
+def test_full_table_resumes_and_checks_the_papers_orderings(tmp_path, monkeypatch):
+    monkeypatch.setattr(bk, "FULL_SETTINGS", ("single", "multi2+permute"))
+    monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
+    bk.full_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    path = str(tmp_path / "full_table.jsonl")
+    rows = bk.read_jsonl(path)
+    assert [(r["setting"], r["method"]) for r in rows] == [(s, m) for s in bk.FULL_SETTINGS for m in bk.FULL_METHODS]
+    assert all(set(r["q_probe"]["whole"]) == set(bk.ATTRIBUTES[1:]) and r["people"] == 40 for r in rows)
+    rewritten = rows[:3]  # a run killed after three rows continues with the fourth, keeping the three
+    bk.rewrite_jsonl(path, rewritten)
+    bk.full_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    again = bk.read_jsonl(path)
+    assert again[:3] == rewritten and len(again) == 4
+    table = bk.full_table_markdown(path)
+    assert "| multi2+permute | bioknow |" in table and "| | paper | 91.2 |" in table
+
+
+def test_the_papers_own_numbers_hold_every_ordering_check():
+    qa, mixed = ({s: bk.PAPER_TABLE[s][k][0] for s in bk.FULL_SETTINGS} for k in (0, 1))
+    assert all(holds for _, holds, _ in bk.ordering_checks(qa, mixed))
+    flat = dict.fromkeys(qa, 5.0)  # no augmentation effect, and mixed training low everywhere
+    assert [holds for _, holds, _ in bk.ordering_checks(flat, flat)] == [False, False, False, False, False]
