@@ -83,6 +83,7 @@ class Config:
     holdout: float = 0.0             # finetune: fraction of P_train people held out to choose the recipe
     lora_qv: int = 0                 # finetune: LoRA rank on query/value (0: full finetuning; paper §4: 8 or 16)
     lora_emb: int = 0                # finetune: rank of the LoRA update of the embedding (paper §4: 128)
+    objective: str = "clm"           # clm: the causal GPT, next token | mlm: GBERT, full attention, masked words (§8)
     # run
     preset: str = "cpu"              # the preset these values started from (recorded; set with --preset)
     seed: int = 0
@@ -159,26 +160,26 @@ def sample_people(n, seed):
     return people
 
 
-def parse_aug(spec):
+def parse_aug(spec, flag="--aug"):
     """'multi5+permute+fullname' -> {'multi': 5, 'permute': 1, 'fullname': True}. permute on single takes a count."""
     parts = spec.split("+")
     base = parts[0]
     m = re.fullmatch(r"single|multi([1-9]\d*)", base)
     if not m:
-        raise UserError(f"bad --aug {spec!r}: must start with 'single' or 'multiM' (M >= 1), e.g. multi5+permute")
+        raise UserError(f"bad {flag} {spec!r}: must start with 'single' or 'multiM' (M >= 1), e.g. multi5+permute")
     aug = dict(multi=int(m.group(1) or 1), single=base == "single", permute=0, fullname=False)
     for part in parts[1:]:
         pm = re.fullmatch(r"permute([1-9]\d*)?", part)
         if pm and not aug["permute"] and not aug["fullname"]:
             if aug["single"] and not pm.group(1):
-                raise UserError(f"bad --aug {spec!r}: single takes permuteP with a count, e.g. single+permute2")
+                raise UserError(f"bad {flag} {spec!r}: single takes permuteP with a count, e.g. single+permute2")
             if not aug["single"] and pm.group(1):
-                raise UserError(f"bad --aug {spec!r}: multiM takes plain 'permute' (each entry is shuffled)")
+                raise UserError(f"bad {flag} {spec!r}: multiM takes plain 'permute' (each entry is shuffled)")
             aug["permute"] = int(pm.group(1) or 1)
         elif part == "fullname" and not aug["fullname"]:
             aug["fullname"] = True
         else:
-            raise UserError(f"bad --aug {spec!r}: unexpected {part!r} (form: single[+permuteP][+fullname] or "
+            raise UserError(f"bad {flag} {spec!r}: unexpected {part!r} (form: single[+permuteP][+fullname] or "
                             f"multiM[+permute][+fullname])")
     return aug
 
@@ -275,35 +276,115 @@ def rewrite_jsonl(path, rows):
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def generate(out, people=Config.people, aug="single", seed=0, force=False, quiet=False):
-    """Write a bioS data directory (people.jsonl, bios.jsonl, qa.jsonl, vocab.json, meta.json) atomically."""
-    spec = parse_aug(aug)
+def entries_per_person(spec):
+    return spec["permute"] if spec["single"] and spec["permute"] else spec["multi"]
+
+
+def add_celebrities(persons, n_celebrities):
+    """Paper §7 (celebrity helps minority): the first n_celebrities people become celebrities, P_train, whose QA is
+    finetuned on; the rest are the minority, all P_test."""
+    for p in persons:
+        p["celebrity"] = p["id"] < n_celebrities
+        p["split"] = "train" if p["celebrity"] else "test"
+
+
+def generate(out, people=Config.people, aug="single", seed=0, force=False, quiet=False, celebrities=0,
+             celebrity_aug="multi5+permute"):
+    """Write a bioS data directory (people.jsonl, bios.jsonl, qa.jsonl, vocab.json, meta.json) atomically. With
+    celebrities > 0, that many more people, flagged `celebrity`, get biographies under celebrity_aug (paper §7)."""
+    spec, celebrity_spec = parse_aug(aug), parse_aug(celebrity_aug, "--celebrity-aug")
     if os.path.exists(out) and os.listdir(out) and not force:
         raise UserError(f"{out} exists and is not empty (use --force to overwrite)")
+    if celebrities < 0:
+        raise UserError(f"--celebrities must be >= 0, got {celebrities}")
     t0 = time.time()
-    persons = sample_people(people, seed)
+    persons = sample_people(people + celebrities, seed)
+    if celebrities:
+        add_celebrities(persons, celebrities)
     rng = random.Random(seed + 1)
-    tmp = f"{out.rstrip('/')}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    # no timings or paths in meta.json: the same seed gives byte-identical files
+    splits = Counter(p["split"] for p in persons)
+    meta = dict(people=len(persons), aug=aug, seed=seed, entries_per_person=entries_per_person(spec),
+                n_train=splits["train"], n_test=splits["test"], bioknow=VERSION)
+    if celebrities:
+        meta.update(celebrities=celebrities, celebrity_aug=celebrity_aug,
+                    celebrity_entries_per_person=entries_per_person(celebrity_spec))
+
+    def write(tmp):
         with open(f"{tmp}/people.jsonl", "w") as fp, open(f"{tmp}/bios.jsonl", "w") as fb, \
                 open(f"{tmp}/qa.jsonl", "w") as fq:
             for p in tqdm(persons, desc=f"generate {aug}", unit="people", disable=quiet, mininterval=1):
                 write_jsonl(fp, [p])
-                write_jsonl(fb, [dict(id=p["id"], text=t) for t in biographies(p, spec, rng)])
+                texts = biographies(p, celebrity_spec if p.get("celebrity") else spec, rng)
+                write_jsonl(fb, [dict(id=p["id"], text=t) for t in texts])
                 write_jsonl(fq, qa_pairs(p))
-        meta = dict(people=people, aug=aug, seed=seed, entries_per_person=spec["permute"] if spec["single"]
-                    and spec["permute"] else spec["multi"], n_train=people // 2, n_test=people - people // 2,
-                    bioknow=VERSION)  # no timings or paths: the same seed gives byte-identical files
         write_json(f"{tmp}/meta.json", meta)
         write_json(f"{tmp}/vocab.json", VOCAB)
+
+    write_data_dir(out, write)
+    return dict(meta, seconds=round(time.time() - t0, 2))
+
+
+def write_data_dir(out, write):
+    """write(tmp) fills a temporary directory, which then replaces OUT whole: a kill never leaves half a directory."""
+    tmp = f"{out.rstrip('/')}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        write(tmp)
         if os.path.exists(out):
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return dict(meta, seconds=round(time.time() - t0, 2))
+
+
+def bios_from(data_dir, bios_file, out, force=False, quiet=False):
+    """A data directory whose biographies are the user's own texts (paper §2's bioR, written by an LLM; README: "Bring
+    your own biographies"): the people and questions of DATA_DIR, the texts of BIOS_FILE ({"id", "text"} lines, any
+    number a person). A text that does not mention all six of its person's values verbatim is left out and listed
+    in OUT/rejected.jsonl; every person must keep at least one. Words new to the vocabulary are appended to it."""
+    if os.path.exists(out) and os.listdir(out) and not force:
+        raise UserError(f"{out} exists and is not empty (use --force to overwrite)")
+    data = load_checked_data(data_dir)
+    if not os.path.isfile(bios_file):
+        raise UserError(f"--bios-from {bios_file} does not exist")
+    by_id, rows = {p["id"]: p for p in data["people"]}, read_jsonl(bios_file)
+    bad = [n for n, r in enumerate(rows, 1) if not isinstance(r, dict) or r.get("id") not in by_id
+           or not isinstance(r.get("text"), str)]
+    if bad:
+        raise UserError(f"{bios_file}:{bad[0]}: each line must be {{\"id\", \"text\"}} with an id of "
+                        f"{data_dir}/people.jsonl ({len(bad)} such lines)")
+    vocab = list(data["vocab"])
+    known = set(vocab)
+    vocab += sorted({w for r in rows for w in words(r["text"])} - known)  # appended: the base ids stay as they are
+    tok, kept, rejected = Tokenizer(vocab), [], []
+    for r in rows:
+        found = value_positions(tok.encode(r["text"]), by_id[r["id"]], tok)
+        if len(found) == 6:
+            kept.append(dict(id=r["id"], text=r["text"]))
+        else:
+            rejected.append(dict(id=r["id"], missing=[a for a in ATTRIBUTES if a not in found], text=r["text"]))
+    bare = sorted(set(by_id) - {r["id"] for r in kept})
+    if bare:
+        raise UserError(f"{len(bare)} people (first: id {bare[0]}) have no text that mentions all six of their "
+                        f"values ({len(rejected)} of the {len(rows)} texts miss a value); rewrite those texts or add "
+                        "more")
+    meta = dict(data["meta"], bios_from=os.path.basename(bios_file), entries_per_person=None, bioknow=VERSION)
+
+    def write(tmp):
+        for name in ("people.jsonl", "qa.jsonl"):
+            shutil.copyfile(os.path.join(data_dir, name), os.path.join(tmp, name))
+        rewrite_jsonl(f"{tmp}/bios.jsonl", kept)
+        rewrite_jsonl(f"{tmp}/rejected.jsonl", rejected)
+        write_json(f"{tmp}/meta.json", meta)
+        write_json(f"{tmp}/vocab.json", vocab)
+
+    write_data_dir(out, write)
+    if rejected:  # a report, not progress: --quiet keeps it
+        print(f"{len(rejected)} of {len(rows)} texts left out: they miss a value (first: id {rejected[0]['id']}, "
+              f"{', '.join(rejected[0]['missing'])}); all listed in {out}/rejected.jsonl", file=sys.stderr)
+    return dict(meta, texts=len(kept), rejected=len(rejected), new_words=len(vocab) - len(data["vocab"]))
 
 
 def read_json(path):
@@ -354,6 +435,7 @@ def check_data(data, full=True):
         return [f"meta.json lacks {', '.join(missing)}"]
     try:
         spec = parse_aug(meta["aug"])
+        celebrity_spec = parse_aug(meta.get("celebrity_aug", meta["aug"]))
     except UserError as e:
         return [f"meta.json: {e}"]
     if not data["vocab"] or data["vocab"][0] != EOS or len(set(data["vocab"])) != len(data["vocab"]):
@@ -378,10 +460,15 @@ def check_data(data, full=True):
     entries = Counter(b.get("id") for b in data["bios"])
     if set(entries) - set(by_id):
         problems.append(f"bios.jsonl: {len(set(entries) - set(by_id))} ids that are not in people.jsonl")
-    wrong = [i for i in by_id if entries[i] != meta["entries_per_person"]]
+    def expected(p):  # None: any number, at least one (the user's own texts, `generate --bios-from`)
+        return meta.get("celebrity_entries_per_person") if p.get("celebrity") else meta["entries_per_person"]
+    wrong = [i for i, p in by_id.items() if entries[i] != expected(p) and (expected(p) is not None or not entries[i])]
     if wrong:
-        problems.append(f"bios.jsonl: {len(wrong)} people (first: id {wrong[0]}) do not have "
-                        f"{meta['entries_per_person']} entries")
+        problems.append(f"bios.jsonl: {len(wrong)} people (first: id {wrong[0]}) do not have the "
+                        f"{expected(by_id[wrong[0]]) or 'one or more'} entries meta.json says")
+    if sum(bool(p.get("celebrity")) for p in people) != meta.get("celebrities", 0):
+        problems.append(f"people.jsonl: {sum(bool(p.get('celebrity')) for p in people)} celebrities, meta.json says "
+                        f"{meta.get('celebrities', 0)}")
     seen = Counter((r.get("id"), r.get("attribute")) for r in data["qa"])
     if len(data["qa"]) != 6 * len(people) or any(n != 1 for n in seen.values()) or set(seen) != {
             (i, a) for i in by_id for a in ATTRIBUTES}:
@@ -393,7 +480,7 @@ def check_data(data, full=True):
         problems.append(f"qa.jsonl: {len(bad_qa)} questions whose name, answer or split disagree with people.jsonl "
                         f"(first: id {bad_qa[0]['id']} {bad_qa[0]['attribute']})")
     if full and not problems:
-        problems += check_texts(data, spec, by_id)
+        problems += check_texts(data, spec, celebrity_spec, by_id)
     return problems
 
 
@@ -406,8 +493,8 @@ def load_checked_data(data_dir):
     return data
 
 
-def check_texts(data, spec, by_id):
-    """check_data's full part: every text, counted by kind of problem."""
+def check_texts(data, minority_spec, celebrity_spec, by_id):
+    """check_data's full part: every text (a celebrity's under its own augmentation), counted by kind of problem."""
     tok, counts, first = Tokenizer(data["vocab"]), Counter(), {}
 
     def problem(kind, id_):
@@ -416,6 +503,7 @@ def check_texts(data, spec, by_id):
 
     for b in data["bios"]:
         person, text = by_id[b["id"]], b.get("text", "")
+        spec = celebrity_spec if person.get("celebrity") else minority_spec
         try:
             found = value_positions(tok.encode(text), person, tok)
         except UserError:
@@ -423,7 +511,9 @@ def check_texts(data, spec, by_id):
             continue
         if len(found) < 6:
             problem("bios.jsonl: entries that do not mention all six values", b["id"])
-        elif not spec["permute"] and sorted(ATTRIBUTES, key=found.get) != list(ATTRIBUTES):
+        if data["meta"].get("bios_from"):
+            continue  # the user's own texts: no template order or name count to hold them to
+        if len(found) == 6 and not spec["permute"] and sorted(ATTRIBUTES, key=found.get) != list(ATTRIBUTES):
             problem("bios.jsonl: entries not in the fixed attribute order", b["id"])
         if text.count(person["name"]) != (6 if spec["fullname"] else 1):
             where = "in every sentence" if spec["fullname"] else "once"
@@ -443,6 +533,7 @@ def check_texts(data, spec, by_id):
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9&'\-]+|[.,?:]|\n")
 EOS = "<eos>"
+MASK = "<mask>"  # GBERT's mask token (paper §8); last in the vocabulary, so every other id is as it was before it
 NO_SPACE_BEFORE = {".", ",", "?", ":", "\n"}
 
 
@@ -460,7 +551,7 @@ def detokenize(tokens):
 
 
 def build_vocab():
-    """The closed vocabulary: <eos> first, then every word any generator output can contain, sorted."""
+    """The closed vocabulary: <eos> first, then every word any generator output can contain, sorted, then <mask>."""
     strings = [FIRST_NAMES, MIDDLE_NAMES, LAST_NAMES, MONTHS, CITIES, UNIVERSITIES, MAJORS, COMPANIES,
                [str(d) for d in DAYS], [str(y) for y in YEARS], QUESTIONS.values(), ["\nAnswer: ,."],
                [v for a in VARIANTS.values() for p in a.values() for w in p.values() for v in w]]
@@ -468,14 +559,14 @@ def build_vocab():
     for group in strings:
         for s in group:
             vocab.update(words(s.replace("{N}", "").replace("{V}", "")))
-    return [EOS] + sorted(vocab)
+    return [EOS] + sorted(vocab) + [MASK]
 
 
 class Tokenizer:
     def __init__(self, vocab):
         self.vocab = list(vocab)
         self.stoi = {w: i for i, w in enumerate(self.vocab)}
-        self.eos = self.stoi[EOS]
+        self.eos, self.mask = self.stoi[EOS], self.stoi.get(MASK)
 
     def encode(self, text):
         try:
@@ -512,13 +603,14 @@ def apply_rotary(x, cos, sin):
 class Attention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.causal = cfg.n_head, cfg.objective != "mlm"  # GBERT (paper §8) attends both ways
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # one fused projection
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
     def forward(self, x, cos, sin, cache=None, start=0):
         """cache: this layer's (2, B, H, max_len, head_dim) key/value buffer for decoding; `start` is the position of
-        x's first token. A prompt (start 0) attends causally; one new token attends to everything cached."""
+        x's first token. A prompt (start 0) attends causally (unless GBERT); one new token attends to everything
+        cached."""
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)
         # q and k rotated in one go, in the (B, T, H, head_dim) layout the attention kernels read fastest (README)
@@ -528,7 +620,7 @@ class Attention(nn.Module):
             assert start == 0 or T == 1, "decode one token at a time after the prompt"
             cache[0, :, :, start:start + T], cache[1, :, :, start:start + T] = k, v
             k, v = cache[0, :, :, :start + T], cache[1, :, :, :start + T]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=start == 0)  # flash kernel on GPU
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and start == 0)  # flash kernel on GPU
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -559,6 +651,7 @@ class GPT(nn.Module):
         # The embedding has rows up to a multiple of 64 (as nanoGPT pads GPT-2's 50,257 to 50,304): the output
         # matmuls run 4-6% faster on a CPU (README, "Speed"); the extra rows are never a target and never decoded.
         self.vocab_size, rows = vocab_size, -(-vocab_size // 64) * 64
+        self.causal = cfg.objective != "mlm"
         self.wte = nn.Embedding(rows, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
@@ -673,11 +766,30 @@ class PackedStream:
         return out
 
 
+# GBERT (paper §8) learns by filling in masked words: 15% of a window's words are chosen (never EOS); of those, 80%
+# become <mask>, 10% a random word and 10% stay as they are; the loss is on the chosen ones. The tokenizer is
+# word-level, so whole-word masking is token masking. The draw is a function of (seed, step): a resumed run masks
+# as the original would have.
+MLM_RATE, MLM_MASKED, MLM_RANDOM = 0.15, 0.8, 0.1
+
+
+def mlm_inputs(x, tok, key):
+    """(inputs, targets) for masked-word training on windows x; targets are -1 except on the chosen words."""
+    rng = np.random.default_rng(key)
+    chosen = torch.from_numpy(rng.random(x.shape) < MLM_RATE).to(x.device) & (x != tok.eos)
+    r = torch.from_numpy(rng.random(x.shape)).to(x.device)
+    word = rng.integers(1, len(tok.vocab) - 1, x.shape)  # any word but EOS (id 0) and <mask>
+    word = torch.from_numpy(word + (word >= tok.mask)).to(x.device)
+    inputs = torch.where(chosen & (r < MLM_MASKED), tok.mask, x)
+    inputs = torch.where(chosen & (r >= MLM_MASKED) & (r < MLM_MASKED + MLM_RANDOM), word, inputs)
+    return inputs, torch.where(chosen, x, -1)
+
+
 def pretraining_steps(cfg, data, bio_tokens):
     """Steps for cfg.passes over bioS-single-sized data: augmented data gets the same compute (PAPER.md §9)."""
     if cfg.steps > 0:
         return cfg.steps
-    single_tokens = bio_tokens / data["meta"]["entries_per_person"]
+    single_tokens = bio_tokens / (len(data["bios"]) / len(data["people"]))  # tokens of one entry a person
     return max(1, math.ceil(cfg.passes * single_tokens / (cfg.batch_size * cfg.block_size)))
 
 
@@ -861,7 +973,7 @@ def save_checkpoint(path, model, cfg, vocab, kind, step, total, opt=None, **extr
     write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
 
 
-SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base")
+SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base", "objective")
 
 
 def read_checkpoint(run, vocab=None):
@@ -924,7 +1036,8 @@ def resume_state(out, kind, model, opt, cfg, data):
 def data_identity(data):
     """What a checkpoint records of its data: generation parameters and size (not the path, which may move)."""
     meta = data["meta"]
-    return dict(people=meta.get("people"), aug=meta.get("aug"), seed=meta.get("seed"), entries=len(data["bios"]))
+    return dict(people=meta.get("people"), aug=meta.get("aug"), seed=meta.get("seed"), entries=len(data["bios"])) | (
+        dict(bios_from=meta["bios_from"]) if meta.get("bios_from") else {})
 
 
 def run_log(out, start=0):
@@ -962,7 +1075,11 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
         raise UserError(f"unknown --mode {cfg.mode!r} (bio or mixed)")
     if not 0.0 <= cfg.qa_ratio <= 1.0:
         raise UserError(f"--qa-ratio must be in [0, 1], got {cfg.qa_ratio}")
+    if cfg.objective not in ("clm", "mlm"):
+        raise UserError(f"unknown --objective {cfg.objective!r} (clm or mlm)")
     data = load_checked_data(data_dir)
+    if cfg.objective == "mlm" and MASK not in data["vocab"]:
+        raise UserError(f"{data_dir}/vocab.json has no {MASK} token for --objective mlm (generate the data again)")
     device = pick_device(cfg.device)
     if cfg.batch_size % world()[1]:
         raise UserError(f"--batch-size {cfg.batch_size} does not split over {world()[1]} processes")
@@ -993,7 +1110,7 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
         n_qa = int(np.random.default_rng([cfg.seed, 2, step]).binomial(cfg.batch_size, cfg.qa_ratio)) \
             if "qa" in streams else 0
         w = torch.cat([streams["bio"].windows(cfg.batch_size - n_qa)] + ([streams["qa"].windows(n_qa)] if n_qa else []))
-        return w[:, :-1], w[:, 1:]
+        return mlm_inputs(w[:, :-1], tok, [cfg.seed, 4, step]) if cfg.objective == "mlm" else (w[:, :-1], w[:, 1:])
 
     def save(step):
         save_checkpoint(os.path.join(out, "model.pt"), model, cfg, tok.vocab, "pretrain", step, total, opt,
@@ -1025,6 +1142,14 @@ def qa_example(tok, row):
     tokens = prompt + answer
     targets = answer_only_targets(tokens, len(prompt))
     return tokens[:-1], targets
+
+
+def mlm_qa_example(tok, row):
+    """GBERT's QA pair (paper §8): EOS question \\n Answer: then one <mask> per answer token, '.' EOS; the targets
+    are the answer's tokens on the masks, -1 elsewhere."""
+    prompt = [tok.eos] + tok.encode(row["question"] + "\nAnswer:")
+    answer = tok.encode(" " + row["answer"])
+    return prompt + [tok.mask] * len(answer) + tok.encode(".") + [tok.eos], [-1] * len(prompt) + answer + [-1, -1]
 
 
 def answer_only_targets(tokens, prompt_len):
@@ -1121,7 +1246,8 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, sh
         add_lora(model, cfg.lora_qv, cfg.lora_emb)  # after seeding: the adapters' start is part of the run
     tok = Tokenizer(data["vocab"])
     train_ids, held = split_holdout(data["people"], cfg.holdout, cfg.seed)
-    examples = [qa_example(tok, r) for r in data["qa"] if r["id"] in train_ids]
+    example = mlm_qa_example if cfg.objective == "mlm" else qa_example
+    examples = [example(tok, r) for r in data["qa"] if r["id"] in train_ids]
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = cfg.steps if cfg.steps > 0 else max(1, math.ceil(cfg.passes * per_epoch))
     opt = make_optimizer(model, cfg, device)
@@ -1183,6 +1309,8 @@ def qa_accuracies(model, tok, rows, device, batch_size=1024, quiet=True):
     """Exact-match and first-token accuracy (%) per attribute and mean, from one greedy decoding (first token: only
     the answer's first token must match, the paper's Figure 2 measure for P_train). Names are three tokens, so each
     attribute's questions have one length and batch without padding."""
+    if not model.causal:
+        return mlm_qa_accuracies(model, tok, rows, device, batch_size)
     correct, first = {a: [] for a in ATTRIBUTES}, {a: [] for a in ATTRIBUTES}
     groups = {}
     for r in rows:
@@ -1195,6 +1323,25 @@ def qa_accuracies(model, tok, rows, device, batch_size=1024, quiet=True):
             gen = greedy_answers(model, torch.tensor([p for p, _ in chunk]), max_new, tok.eos, device)
             correct[attr] += [exact_match(g.tolist(), a, tok.eos) for g, (_, a) in zip(gen, chunk)]
             first[attr] += [g[0].item() == a[0] for g, (_, a) in zip(gen, chunk)]
+    return percentages(correct), percentages(first)
+
+
+@torch.no_grad()
+def mlm_qa_accuracies(model, tok, rows, device, batch_size=1024):
+    """GBERT's QA (paper §8): the question and one <mask> per answer token, all filled in by one forward pass;
+    correct only when every mask is. Grouped by (attribute, length), so no padding."""
+    correct, first, groups = {a: [] for a in ATTRIBUTES}, {a: [] for a in ATTRIBUTES}, {}
+    for r in rows:
+        tokens, targets = mlm_qa_example(tok, r)
+        groups.setdefault((r["attribute"], len(tokens)), []).append((tokens, targets))
+    for (attr, _), items in groups.items():
+        for i in range(0, len(items), batch_size):
+            x, y = (torch.tensor(t) for t in zip(*items[i:i + batch_size]))
+            with autocast(device):
+                pred = model(x.to(device))[0].argmax(-1).cpu()
+            on_mask = y >= 0
+            correct[attr] += ((pred == y) | ~on_mask).all(1).tolist()
+            first[attr] += (pred == y)[on_mask.cumsum(1) * on_mask == 1].tolist()  # each row's first mask
     return percentages(correct), percentages(first)
 
 
@@ -1240,6 +1387,8 @@ def bio_memorization(model, tok, data, device, max_people=4000, batch_size=256):
     first_entry = first_entries(data)
     ids = sorted(first_entry)[:max_people]
     correct = {a: [] for a in ATTRIBUTES}
+    if not model.causal:
+        return mlm_bio_memorization(model, tok, by_id, first_entry, ids, device, batch_size)
     for i in range(0, len(ids), batch_size):
         seqs = [([tok.eos] + tok.encode(first_entry[j]))[:model.cos.shape[0]] for j in ids[i:i + batch_size]]
         T = max(len(s) for s in seqs)
@@ -1249,6 +1398,28 @@ def bio_memorization(model, tok, data, device, max_people=4000, batch_size=256):
         for s, p, j in zip(seqs, pred, ids[i:i + batch_size]):
             for attr, pos in value_positions(s, by_id[j], tok).items():
                 correct[attr].append(bool(p[pos - 1] == s[pos]))
+    return percentages(correct)
+
+
+@torch.no_grad()
+def mlm_bio_memorization(model, tok, by_id, first_entry, ids, device, batch_size):
+    """GBERT's memorisation: each attribute's whole value masked in turn (one copy of the entry per attribute),
+    first-token accuracy of the filled-in value."""
+    correct = {a: [] for a in ATTRIBUTES}
+    for i in range(0, len(ids), batch_size):
+        seqs, where = [], []
+        for j in ids[i:i + batch_size]:
+            s = ([tok.eos] + tok.encode(first_entry[j]))[:model.cos.shape[0]]
+            for attr, pos in value_positions(s, by_id[j], tok).items():
+                n = len(tok.encode(by_id[j][attr]))
+                seqs.append(s[:pos] + [tok.mask] * n + s[pos + n:])
+                where.append((attr, pos, s[pos]))
+        T = max(len(s) for s in seqs)
+        x = torch.tensor([s + [tok.eos] * (T - len(s)) for s in seqs])
+        with autocast(device):
+            pred = model(x.to(device))[0].argmax(-1).cpu()
+        for p, (attr, pos, want) in zip(pred, where):
+            correct[attr].append(bool(p[pos] == want))
     return percentages(correct)
 
 
@@ -1446,7 +1617,7 @@ def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, qu
     labels = probe_labels(data["people"], tok)
     train_ids = [p["id"] for p in data["people"] if p["split"] == "train"]
     test_ids = [p["id"] for p in data["people"] if p["split"] == "test"]
-    steps = resolve_config(cfg.preset).probe_steps if steps is None else steps
+    steps = cfg.probe_steps if steps is None else steps  # the run's own (its preset's unless overridden)
     result = {}
     if "p" in kinds:
         seqs, positions = p_probe_inputs(data, tok)
@@ -1561,7 +1732,8 @@ def finetune_grid_markdown(path):
              "(lr 3e-4 was best for LoRA too on held-out P_train people: README); LoRA freezes the base and merges "
              "the adapters on save. Accuracy in %, mean of the six "
              "attributes. The paper: P_train ~99% (first token) whatever the recipe, P_test near 10% whatever the "
-             "recipe.", "", "| recipe | lr | P_train first token | P_train exact | **P_test exact** | minutes |",
+             "recipe. " + provenance(rows), "",
+             "| recipe | lr | P_train first token | P_train exact | **P_test exact** | minutes |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['recipe']} | {r['lr']:g} | {r['qa_train_first_token']['mean']:.1f} | "
@@ -1634,15 +1806,15 @@ def full_table_markdown(path):
     any_row = next(iter(rows.values()))
     lines = ["## All 16 bioS settings (PAPER.md §5)", "",
              f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table full` (`make reproduce-full`). "
-             f"Preset `{any_row['preset']}` (N = {any_row['people']}), seed {any_row['seed']}, {any_row['hardware']}; "
-             f"{sum(r['minutes'] for r in rows.values()):.0f} minutes for the {len(rows)} runs. One recipe for every "
-             "row, nothing selected on P_test: QA = bio pretraining then full QA finetuning on P_train (the preset's "
-             "optimiser and epochs); mixed = biographies and P_train QA in one run (QAr 0.8). P_test exact match in %; "
-             "memorised = first-token accuracy on the biographies after bio pretraining; Q-probe = whole-value mean "
-             "(five attributes) of a Q-probe on each pretrained model. Paper: GPT-2 124M, N = 100,000; it gives mixed "
-             "training per attribute for single only.", "",
+             f"Preset `{any_row['preset']}` (N = {any_row['people']}), seed {any_row['seed']}. "
+             + provenance(list(rows.values())) + " One recipe for every row, nothing selected on P_test: QA = bio "
+             "pretraining then full QA finetuning on P_train (the preset's optimiser and epochs); mixed = biographies "
+             "and P_train QA in one run (QAr 0.8). P_test exact match in %; memorised = first-token accuracy on the "
+             "biographies after bio pretraining; Q-probe = whole-value mean (five attributes) of a Q-probe on each "
+             "pretrained model. Paper: GPT-2 124M, N = 100,000; it gives mixed training per attribute for single "
+             "only.", "",
              "| setting | | QA mean | " + " | ".join(ATTRIBUTES) + " | memorised | mixed mean | "
-             + " | ".join(ATTRIBUTES) + " | Q-probe (QA / mixed model) |", "|---|---|" + "---|" * 17]
+             + " | ".join(ATTRIBUTES) + " | Q-probe (QA / mixed model) |", "|---|---|" + "---|" * 16]
     for s in settings:
         qa, mix = rows.get((s, "qa_finetune")), rows.get((s, "mixed"))
         cells = lambda r: [f"**{fmt(r['qa_test']['mean'])}**"] + [fmt(r["qa_test"][a]) for a in ATTRIBUTES] \
@@ -1666,9 +1838,121 @@ def full_table_markdown(path):
         paper_corr = pearson([float(np.mean(PAPER_Q_PROBE[s][6:])) for s in paper_q],
                              [float(np.mean(PAPER_TABLE[s][0][2:])) for s in paper_q])
         lines += ["", f"Q-probe against QA (Result 5): the correlation of the Q-probe whole-value mean with the row's "
-                      f"P_test mean on the same five attributes is {corr['rows']} across the {len(rows)} rows and "
-                      f"{corr['row_attributes']} across row x attribute pairs (the paper's {len(paper_q)} Q-probed "
-                      f"settings: {paper_corr})."]
+                      f"P_test mean on the same five attributes is {corr['rows'] or '–'} across the {len(rows)} rows "
+                      f"and {corr['row_attributes'] or '–'} across row x attribute pairs (the paper's {len(paper_q)} "
+                      f"Q-probed settings: {paper_corr or '–'})."]
+    return "\n".join(lines) + "\n"
+
+
+# `reproduce --table celebrity` (paper §7, Figure 17): N people with one biography each, alone (P_train half of them)
+# or beside N celebrities with multi5+permute biographies (P_train: the celebrities, P_test: all N). QA finetuning
+# on P_train only, so the minority's QA is never seen: does the celebrities' augmentation teach the model to store
+# the minority's facts extractably? Alone rows reuse the full table's pretrained models when they are there.
+CELEBRITY_ROWS = (("single+permute1", False), ("single+permute1", True), ("single", False), ("single", True))
+PAPER_CELEBRITY = {"single+permute1": (4.4, 86.8), "single": (9.7, 63.2)}  # P_test mean: alone, with celebrities
+
+
+def celebrity_table(preset, seed, out, device, quiet=False):
+    """CELEBRITY_ROWS -> OUT/celebrity.jsonl (rewritten whole): the minority's P_test QA with and without
+    celebrities."""
+    work, path, dev, lines = os.path.join(out, "work", "full"), os.path.join(out, "celebrity.jsonl"), \
+        pick_device(device), []
+    people = resolve_config(preset).people
+    for setting, with_celebrities in tqdm(CELEBRITY_ROWS, desc="celebrity table", disable=quiet):
+        celebrities = people if with_celebrities else 0
+        row = reproduce_row(setting, "qa_finetune", preset, seed, device, work, True, reuse=True,
+                            celebrities=celebrities)
+        lines.append(dict(row, celebrities=celebrities, celebrity_aug="multi5+permute" if celebrities else None,
+                          preset=preset, seed=seed, people=people, hardware=hardware_name(dev), bioknow=VERSION,
+                          commit=git_commit()))
+        rewrite_jsonl(path, lines)
+        print(f"{setting:>16} {'with' if celebrities else 'without'} celebrities: memorised "
+              f"{row['bio_memorization']:5.1f}  P_train {row['qa_train']['mean']:5.1f}  minority P_test "
+              f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
+
+
+def celebrity_markdown(path):
+    rows = read_jsonl(path)
+    lines = ["## Celebrity helps minority (paper §7, Figure 17)", "",
+             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table celebrity`. Preset "
+             f"`{rows[0]['preset']}`: N = {rows[0]['people']} minority people with one biography under the setting; "
+             "alone, QA finetuning on half of them (P_train) and P_test the other half; with celebrities, N more "
+             "people with multi5+permute biographies in the same pretraining, QA finetuning on the celebrities only "
+             "and P_test all N minority people. P_test exact match in %. " + provenance(rows), "",
+             "| minority setting | celebrities | memorised | P_train | **minority P_test** | " + " | ".join(ATTRIBUTES)
+             + " | paper P_test | minutes |", "|---|---|---|---|---|" + "---|" * 8]
+    for r in rows:
+        paper = PAPER_CELEBRITY.get(r["setting"], (None, None))[bool(r["celebrities"])]
+        lines.append(f"| {r['setting']} | {r['celebrities'] or 'none'} | {r['bio_memorization']:.1f} | "
+                     f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
+                     + " | ".join(fmt(r["qa_test"][a]) for a in ATTRIBUTES) + f" | {fmt(paper)} | {r['minutes']:.1f} |")
+    lifts = []
+    for setting, (alone, with_) in PAPER_CELEBRITY.items():
+        ours = {bool(r["celebrities"]): r["qa_test"]["mean"] for r in rows if r["setting"] == setting}
+        if len(ours) == 2:
+            lifts.append((setting, ours[True] - ours[False], with_ - alone))
+    if lifts:
+        shown = all(ours >= 20 for _, ours, _ in lifts)
+        lines += ["", "Celebrities lift the minority by tens of points (20+ for each setting): "
+                  f"{'yes' if shown else 'NO'}; " + "; ".join(f"{s} {ours:+.1f} points (paper {paper:+.1f})"
+                                                            for s, ours, paper in lifts) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# `reproduce --table gbert` (paper §8, Figure 9): the same transformer with full attention, pretrained by filling in
+# masked words (--objective mlm), then QA-finetuned or mixed-trained, beside the GPT rows of the full table.
+GBERT_ROWS = tuple((s, m) for s in ("single", "multi5+permute", "multi5+permute+fullname") for m in FULL_METHODS)
+PAPER_GBERT = {("single", "qa_finetune"): 3.7, ("single", "mixed"): 30.1}  # P_test mean; best 39.7 (QA), 43.6 (mixed)
+
+
+def gbert_table(preset, seed, out, device, quiet=False):
+    """GBERT_ROWS -> OUT/gbert.jsonl (rewritten whole), one line a row."""
+    work, path, dev, lines = os.path.join(out, "work", "gbert"), os.path.join(out, "gbert.jsonl"), \
+        pick_device(device), []
+    for setting, method in tqdm(GBERT_ROWS, desc="gbert table", disable=quiet):
+        row = reproduce_row(setting, method, preset, seed, device, work, True, dict(objective="mlm"))
+        lines.append(dict(row, objective="mlm", preset=preset, seed=seed, people=resolve_config(preset).people,
+                          hardware=hardware_name(dev), bioknow=VERSION, commit=git_commit()))
+        rewrite_jsonl(path, lines)
+        print(f"GBERT {setting:>24} {method:<12} memorised {row['bio_memorization']:5.1f}  P_test "
+              f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
+
+
+def gbert_markdown(path):
+    rows = read_jsonl(path)
+    full_path = os.path.join(os.path.dirname(path), "full_table.jsonl")
+    gpt = {(r["setting"], r["method"]): r for r in (read_jsonl(full_path) if os.path.isfile(full_path) else [])
+           if (r["preset"], r["seed"]) == (rows[0]["preset"], rows[0]["seed"])}
+    lines = ["## GBERT: the bidirectional model (paper §8, Figure 9)", "",
+             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table gbert`. Preset "
+             f"`{rows[0]['preset']}` (N = {rows[0]['people']}); the same transformer with full attention, pretrained "
+             "by filling in masked words (`--objective mlm`: 15% of words; 80% <mask>, 10% random, 10% kept), then "
+             "QA-finetuned (the question and one <mask> per answer token, correct only when all are filled in) or "
+             "mixed-trained. The GPT rows are the full table's (same preset and seed). P_test exact match in %. Paper: "
+             "only birth date and major are learned; single 3.7 (QA) and 30.1 (mixed); best 39.7 (QA), 43.6 "
+             "(mixed). " + provenance(rows),
+             "", "| setting | method | model | memorised | **P_test mean** | " + " | ".join(ATTRIBUTES) + " | paper |",
+             "|---|---|---|---|---|" + "---|" * 7]
+    for r in rows:
+        key = (r["setting"], r["method"])
+        for name, row in (("GBERT", r), ("GPT", gpt.get(key))):
+            if row:
+                lines.append(f"| {r['setting']} | {r['method']} | {name} | {row['bio_memorization']:.1f} | "
+                             f"**{row['qa_test']['mean']:.1f}** | "
+                             + " | ".join(fmt(row["qa_test"][a]) for a in ATTRIBUTES)
+                             + f" | {fmt(PAPER_GBERT.get(key)) if name == 'GBERT' else ''} |")
+    by_attr = {a: float(np.mean([r["qa_test"][a] for r in rows])) for a in ATTRIBUTES}
+    best = sorted(ATTRIBUTES, key=by_attr.get, reverse=True)[:2]
+    lines += ["", f"GBERT's P_test by attribute, mean of its {len(rows)} rows: "
+              + ", ".join(f"{a} {by_attr[a]:.1f}" for a in ATTRIBUTES) + f". Its two best: {' and '.join(best)} "
+              f"(the paper: birth date and major): {'yes' if set(best) == {'birth_date', 'major'} else 'NO'}."]
+    others = [a for a in ATTRIBUTES if a not in ("birth_date", "major")]
+    pairs = [(r, gpt[(r["setting"], r["method"])]) for r in rows if (r["setting"], r["method"]) in gpt
+             and "permute" in r["setting"] and r["method"] == "qa_finetune"]
+    if pairs:
+        ahead = all(g["qa_test"][a] > r["qa_test"][a] for r, g in pairs for a in others)
+        lines += ["", "On multi5+permute(+fullname) after QA finetuning, the GPT is above GBERT on each of the other "
+                      f"four attributes: {'yes' if ahead else 'NO'}."]
     return "\n".join(lines) + "\n"
 
 
@@ -1683,17 +1967,20 @@ def meets_threshold(row):
     return None
 
 
-def pretrained_run(setting, method, preset, seed, device, work, quiet=False, train_overrides=None, reuse=False):
+def pretrained_run(setting, method, preset, seed, device, work, quiet=False, train_overrides=None, reuse=False,
+                   celebrities=0):
     """WORK/data-SETTING (generated unless there) and WORK/SETTING-METHOD pretrained on it, bio or mixed. reuse: keep
-    a finished run whose configuration is the one asked for (the finetuning grid reuses reproduce's)."""
+    a finished run whose configuration is the one asked for (the finetuning grid reuses reproduce's). celebrities:
+    that many more people with multi5+permute biographies, who are P_train (paper §7)."""
     base = resolve_config(preset, "train", seed=seed, device=device, **(train_overrides or {}))
-    data_dir = os.path.join(work, f"data-{setting}")
+    name = setting + ("+celebrities" if celebrities else "")
+    data_dir = os.path.join(work, f"data-{name}")
     meta_path = os.path.join(data_dir, "meta.json")
-    wanted = dict(people=base.people, aug=setting, seed=seed)
-    if not os.path.isfile(meta_path) or any(read_json(meta_path).get(k) != v for k, v in wanted.items()):
-        generate(data_dir, base.people, setting, seed, force=True, quiet=quiet)
+    wanted = dict(people=base.people + celebrities, aug=setting, seed=seed, celebrities=celebrities)
+    if not os.path.isfile(meta_path) or any(read_json(meta_path).get(k, 0) != v for k, v in wanted.items()):
+        generate(data_dir, base.people, setting, seed, force=True, quiet=quiet, celebrities=celebrities)
     data = load_data(data_dir)
-    run = os.path.join(work, f"{setting}-{method}")
+    run = os.path.join(work, f"{name}-{method}")
     tcfg = dataclasses.replace(base, mode="bio" if method == "qa_finetune" else "mixed")
     if reuse and os.path.isfile(os.path.join(run, "model.pt")):
         ckpt, cfg = read_checkpoint(run, data["vocab"])
@@ -1706,11 +1993,11 @@ def pretrained_run(setting, method, preset, seed, device, work, quiet=False, tra
 
 
 def reproduce_row(setting, method, preset, seed, device, work, quiet=False, train_overrides=None,
-                  finetune_overrides=None, probes=()):
+                  finetune_overrides=None, probes=(), reuse=False, celebrities=0):
     """Generate -> pretrain (bio or mixed) -> probe (kinds in `probes`) -> [QA finetune] -> evaluate: one row."""
     t0 = time.time()
     data_dir, data, run, model, info = pretrained_run(setting, method, preset, seed, device, work, quiet,
-                                                      train_overrides)
+                                                      train_overrides, reuse, celebrities)
     dev = pick_device(device)
     mem = bio_memorization(model, Tokenizer(data["vocab"]), data, dev)  # of the pretrained model
     probes = probe(run, data_dir, probes, device=device, seed=seed, quiet=quiet) if probes else {}
@@ -1880,6 +2167,10 @@ def mixed_sweep_markdown(path):
                      f"{r['lr']:g} | {r['weight_decay']:g} | {r['qa_ratio']:g} | {r['batch_size']} | "
                      f"{r['bio_memorization']:.1f} | {r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
                      f"{r['minutes']:.1f} | {r['hardware']} |")
+    best = max(rows, key=lambda r: r["qa_test"]["mean"])
+    lines += ["", f"Best P_test {best['qa_test']['mean']:.1f}% (N = {best['people']}, {best['passes']:g} passes, "
+                  f"{best['n_layer']}x{best['n_embd']}), against the paper's 86.6% for mixed training on bioS single: "
+                  "P_test rises with passes and width, but no run here reaches the paper's level."]
     return "\n".join(lines) + "\n"
 
 
@@ -1887,7 +2178,8 @@ def qa_ratio_markdown(path):
     rows = read_jsonl(path)
     lines = ["## Mixed training and the QA ratio (paper Figure 10)", "",
              f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table qa-ratio`. bioS single, mixed "
-             "training from scratch at the preset, QAr = the probability that a window is QA; accuracy in %.", "",
+             "training from scratch at the preset, QAr = the probability that a window is QA; accuracy in %. "
+             + provenance(rows), "",
              "| QAr | steps | memorised | P_train | **P_test** | paper P_test | minutes |", "|" + "---|" * 7]
     for r in rows:
         lines.append(f"| {r['qa_ratio']:g} | {r['steps']} | {r['bio_memorization']:.1f} | "
@@ -1901,6 +2193,13 @@ def qa_ratio_markdown(path):
     return "\n".join(lines) + "\n"
 
 
+def provenance(rows):
+    """The sentence a table's caption ends with: where its runs ran, and for how long."""
+    hardware = sorted({r["hardware"] for r in rows if r.get("hardware")})
+    return (f"Ran on {' and '.join(hardware) or 'unrecorded hardware'}: {sum(r['minutes'] for r in rows):.1f} "
+            f"minutes for the {len(rows)} runs.")
+
+
 def hardware_name(device):
     if device_type(device) == "cuda":
         return torch.cuda.get_device_name(device)
@@ -1911,8 +2210,10 @@ def write_report(result, out):
     """REPORT.md from a reproduce result and its probes, plus each table whose OUT/*.jsonl is there (the finetuning
     grid, the QA-ratio sweep, and the mixed-training sweep: the scale at which mixed training starts to work)."""
     markdown = report_markdown(result) + "\n" + probe_markdown(result)
-    for name, table in (("full_table.jsonl", full_table_markdown), ("finetune_grid.jsonl", finetune_grid_markdown),
-                        ("qa_ratio.jsonl", qa_ratio_markdown), ("mixed_sweep.jsonl", mixed_sweep_markdown)):
+    for name, table in (("full_table.jsonl", full_table_markdown), ("celebrity.jsonl", celebrity_markdown),
+                        ("gbert.jsonl", gbert_markdown),
+                        ("finetune_grid.jsonl", finetune_grid_markdown), ("qa_ratio.jsonl", qa_ratio_markdown),
+                        ("mixed_sweep.jsonl", mixed_sweep_markdown)):
         if os.path.isfile(os.path.join(out, name)):
             markdown += "\n" + table(os.path.join(out, name))
     write_text(os.path.join(out, "REPORT.md"), markdown)
@@ -2037,7 +2338,8 @@ CONFIG_HELP = {"passes": "training budget in passes over bioS-single-sized data 
                "qa_ratio": "mixed training: probability that a window is QA", "compile": "auto, on or off",
                "holdout": "finetune: fraction of P_train people held out (to choose a recipe without P_test)",
                "lora_qv": "finetune: LoRA rank on each layer's query and value (0: full finetuning; paper: 8 or 16)",
-               "lora_emb": "finetune: LoRA rank of the embedding update (paper: 128)"}
+               "lora_emb": "finetune: LoRA rank of the embedding update (paper: 128)",
+               "objective": "clm (the causal GPT) or mlm (GBERT: full attention, whole-word masking; paper §8)"}
 TRAIN_FIELDS = [f for f in dataclasses.fields(Config) if f.name not in ("people", "aug", "preset")]
 
 
@@ -2053,9 +2355,14 @@ def config_overrides(args):
 
 
 def cmd_generate(args):
+    if args.bios_from or args.data:
+        if not (args.bios_from and args.data):
+            raise UserError("--bios-from FILE and --data DIR go together: the texts, and the people they are about")
+        return print(json.dumps(bios_from(args.data, args.bios_from, args.out, args.force, args.quiet)))
     cfg = resolve_config(args.preset)
     people = cfg.people if args.people is None else args.people
-    meta = generate(args.out, people, args.aug, args.seed, args.force, args.quiet)
+    meta = generate(args.out, people, args.aug, args.seed, args.force, args.quiet, args.celebrities,
+                    args.celebrity_aug)
     print(json.dumps(meta))
 
 
@@ -2067,7 +2374,9 @@ def cmd_check(args):
     if problems:
         sys.exit(1)
     print(f"{args.dir}: ok ({len(data['people'])} people, {len(data['bios'])} biography entries, "
-          f"{len(data['qa'])} questions, aug {data['meta']['aug']})")
+          f"{len(data['qa'])} questions, aug {data['meta']['aug']}"
+          + (f"; {meta['celebrities']} celebrities, aug {meta['celebrity_aug']})" if (meta := data["meta"]).get(
+              "celebrities") else ")"))
 
 
 def cmd_train(args):
@@ -2119,7 +2428,7 @@ def cmd_bench(args):
 
 
 def cmd_reproduce(args):
-    args.preset = args.preset or ("table" if args.table == "full" else DEFAULT_PRESET)
+    args.preset = args.preset or ("table" if args.table in ("full", "celebrity", "gbert") else DEFAULT_PRESET)
     if args.table == "mixed-sweep":
         return mixed_sweep(args.preset, args.seed, args.out, args.device, args.quiet)
     if args.table == "qa-ratio":
@@ -2127,6 +2436,10 @@ def cmd_reproduce(args):
                            append=False)
     if args.table == "full":
         return full_table(args.preset, args.seed, args.out, args.device, args.quiet)
+    if args.table == "celebrity":
+        return celebrity_table(args.preset, args.seed, args.out, args.device, args.quiet)
+    if args.table == "gbert":
+        return gbert_table(args.preset, args.seed, args.out, args.device, args.quiet)
     if args.table == "finetune-grid":
         return finetune_grid(args.preset, args.seed, args.out, args.device, args.quiet)
     if args.report_only:
@@ -2148,6 +2461,14 @@ def parse_args(argv=None):
     p.add_argument("--aug", default="single", help="single[+permuteP][+fullname] or multiM[+permute][+fullname]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default=DEFAULT_PRESET, help="takes --people from this preset")
+    p.add_argument("--celebrities", type=int, default=0,
+                   help="add this many celebrities (paper §7): P_train, biographies under --celebrity-aug; the N "
+                        "people keep --aug and are all P_test")
+    p.add_argument("--celebrity-aug", default="multi5+permute", help="the celebrities' augmentation (default "
+                                                                     "%(default)s)")
+    p.add_argument("--bios-from", metavar="FILE", help="your own biographies ({\"id\", \"text\"} lines, e.g. "
+                                                       "written by an LLM) for the people of --data -> --out")
+    p.add_argument("--data", metavar="DIR", help="with --bios-from: the data directory the texts' people are from")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("check", help="re-verify a data directory's invariants; lists every problem (exit 1 if any)")
@@ -2180,7 +2501,7 @@ def parse_args(argv=None):
     p.add_argument("--kind", choices=("p", "q", "both"), default="both")
     p.add_argument("--out", default=None, help="write the result as one JSON object here")
     p.add_argument("--steps", type=int, default=None,
-                   help="steps training the embedding update with the read-outs (default: the run's preset's)")
+                   help="steps training the embedding update with the read-outs (default: the run's --probe-steps)")
     p.add_argument("--head-steps", type=int, default=PROBE_HEAD_STEPS,
                    help="full-batch steps fitting the read-outs on the frozen features first")
     p.add_argument("--lr", type=float, default=1e-3,
@@ -2203,19 +2524,24 @@ def parse_args(argv=None):
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("reproduce", help="the headline table -> OUT/REPORT.md and OUT/reproduce.json")
-    p.add_argument("--preset", help=f"default: {DEFAULT_PRESET} (--table full: table, the cpu preset at N = 500)")
+    p.add_argument("--preset", help=f"default: {DEFAULT_PRESET} (--table full / celebrity / gbert: table, the cpu "
+                                    "preset at N = 500)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results")
     p.add_argument("--device", default="auto")
     p.add_argument("--report-only", action="store_true", help="rewrite OUT/REPORT.md from OUT/reproduce.json")
     p.add_argument("--no-probe", action="store_true", help="skip P-/Q-probing of the pretrained models")
-    p.add_argument("--table", choices=("headline", "full", "finetune-grid", "qa-ratio", "mixed-sweep"),
+    p.add_argument("--table", choices=("headline", "full", "celebrity", "gbert", "finetune-grid", "qa-ratio",
+                                       "mixed-sweep"),
                    default="headline",
                    help="headline: the three rows (default); full: all 16 bioS settings, QA and mixed, Q-probed -> "
-                        "OUT/full_table.jsonl (preset table by default; resumes a killed run); finetune-grid: LoRA "
-                        "ranks and full finetuning on bioS single -> OUT/finetune_grid.jsonl (Figure 2); qa-ratio: mixed training at QAr 0.1-0.8 -> "
-                        "OUT/qa_ratio.jsonl (Figure 10); mixed-sweep: MIXED_SWEEP runs -> "
-                        "OUT/mixed_sweep.jsonl (hours on a CPU); then rerun with --report-only")
+                        "OUT/full_table.jsonl (preset table by default; resumes a killed run); celebrity: the "
+                        "minority's QA with and without celebrities -> OUT/celebrity.jsonl (Figure 17); gbert: "
+                        "the bidirectional model, masked-word pretraining -> OUT/gbert.jsonl (Figure 9); "
+                        "finetune-grid: LoRA ranks and full finetuning on bioS single -> OUT/finetune_grid.jsonl "
+                        "(Figure 2); qa-ratio: mixed training at QAr 0.1-0.8 -> OUT/qa_ratio.jsonl (Figure 10); "
+                        "mixed-sweep: MIXED_SWEEP runs -> OUT/mixed_sweep.jsonl (hours on a CPU); then rerun with "
+                        "--report-only")
     p.set_defaults(func=cmd_reproduce)
 
     for p in sub.choices.values():

@@ -191,6 +191,51 @@ def test_check_reports_tampered_data(tmp_path, capsys, file, change, expect):
         assert code == 2 and expect in err and not (tmp_path / "r").exists()
 
 
+def test_celebrities_are_p_train_with_their_own_augmentation(tmp_path, capsys):
+    d = tmp_path / "d"
+    meta = bk.generate(str(d), 20, "single+permute1", quiet=True, celebrities=10)
+    assert (meta["people"], meta["n_train"], meta["n_test"], meta["celebrity_entries_per_person"]) == (30, 10, 20, 5)
+    data = bk.load_data(str(d))
+    entries = Counter(b["id"] for b in data["bios"])
+    for p in data["people"]:
+        assert p["split"] == ("train" if p["celebrity"] else "test") and entries[p["id"]] == (5 if p["celebrity"]
+                                                                                                 else 1)
+    assert sum(p["celebrity"] for p in data["people"]) == 10
+    code, out, _ = run_main(capsys, "check", str(d))
+    assert code == 0 and "10 celebrities, aug multi5+permute" in out
+    edit_jsonl(d / "people.jsonl", 0, lambda p: dict(p, celebrity=False))  # a celebrity's five entries now too many
+    code, out, _ = run_main(capsys, "check", str(d))
+    assert code == 1 and "entries meta.json says" in out and "9 celebrities, meta.json says 10" in out
+
+
+def test_bios_from_keeps_texts_with_all_six_values_and_probes_them(tmp_path, capsys):
+    src = tmp_path / "src"
+    bk.generate(str(src), 20, "single", quiet=True)
+    people = bk.load_data(str(src))["people"]
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps(r) + "\n" for p in people for r in [
+        dict(id=p["id"], text=f"Born {p['birth_date']} in {p['birth_city']}, {p['name']} read {p['major']} at "
+                              f"{p['university']} and now serves {p['company']} in {p['company_city']}, happily."),
+        dict(id=p["id"], text=f"{p['name']} enjoys {p['major']}.")]))  # misses four values: left out
+    code, out, err = run_main(capsys, "generate", "--bios-from", str(mine), "--data", str(src), "--out",
+                              str(tmp_path / "byo"))
+    assert code == 0 and "20 of 40 texts left out" in err
+    data = bk.load_data(str(tmp_path / "byo"))
+    assert len(data["bios"]) == 20 and data["vocab"][:len(bk.VOCAB)] == bk.VOCAB and "happily" in data["vocab"]
+    assert len(bk.read_jsonl(str(tmp_path / "byo" / "rejected.jsonl"))) == 20
+    assert bk.check_data(data) == []
+    seqs, positions = bk.p_probe_inputs(data, bk.Tokenizer(data["vocab"]))  # read positions found by value match
+    assert all(len(set(p)) == 6 for p in positions)
+    cfg = bk.resolve_config("tiny", steps=2)
+    bk.train(cfg, str(tmp_path / "byo"), str(tmp_path / "run"), quiet=True)
+    result = bk.probe(str(tmp_path / "run"), str(tmp_path / "byo"), ("p",), steps=1, head_steps=2, quiet=True)
+    assert len(result["p_probe"]["first_token"]) == 6
+    mine.write_text(json.dumps(dict(id=0, text=people[0]["name"])) + "\n")  # nobody has a text with all six
+    with pytest.raises(bk.UserError, match="20 people"):
+        bk.bios_from(str(src), str(mine), str(tmp_path / "byo2"))
+    assert not (tmp_path / "byo2").exists()
+
+
 def test_generate_refuses_nonempty_out(tmp_path):
     (tmp_path / "x").write_text("keep me")
     with pytest.raises(bk.UserError):
@@ -233,6 +278,16 @@ def test_causality():
         a, b = model(x)[0], model(y)[0]
     assert torch.allclose(a[:, :10], b[:, :10], atol=1e-6)
     assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_gbert_attends_both_ways():
+    model, _ = tiny_model(objective="mlm")  # the same code path with the causal switch off (paper §8)
+    x = torch.randint(0, 50, (2, 16))
+    y = x.clone()
+    y[:, -1] = (y[:, -1] + 7) % 50
+    with torch.no_grad():
+        a, b = model(x)[0], model(y)[0]
+    assert not model.causal and all((a[:, t] - b[:, t]).abs().max() > 1e-4 for t in range(15))
 
 
 def test_rotary_scores_depend_on_relative_position_only():
@@ -282,6 +337,10 @@ def test_augmented_data_gets_same_compute(tmp_path):
         tokens = sum(len(e) for e in bk.encode_entries([b["text"] for b in data["bios"]], tok))
         steps[aug] = bk.pretraining_steps(cfg, data, tokens)
     assert abs(steps["single"] - steps["multi5"]) <= max(1, 0.05 * steps["single"])
+    bk.generate(str(tmp_path / "celebrities"), 50, "single", quiet=True, celebrities=50)  # 1 and 5 entries a person
+    data = bk.load_data(str(tmp_path / "celebrities"))
+    tokens = sum(len(e) for e in bk.encode_entries([b["text"] for b in data["bios"]], bk.Tokenizer(data["vocab"])))
+    assert abs(bk.pretraining_steps(cfg, data, tokens) - steps["single"]) <= max(1, 0.05 * steps["single"])
 
 
 def test_lr_schedule_warmup_then_cosine_to_tenth():
@@ -448,6 +507,46 @@ def test_answer_only_loss_mask():
     assert len(x) == len(y)
     assert all(t == -1 for t in y[:prompt_len - 1])
     assert [tok.vocab[t] for t in y[prompt_len - 1:]] == ["Computer", "Science", ".", bk.EOS]
+
+
+def test_mlm_masking_rates():
+    tok = bk.Tokenizer(bk.VOCAB)
+    x = torch.randint(1, tok.mask, (400, 128))
+    x[:, ::10] = tok.eos
+    inputs, targets = bk.mlm_inputs(x, tok, [0, 4, 7])
+    chosen = targets >= 0
+    assert not chosen[x == tok.eos].any() and torch.equal(targets[chosen], x[chosen])
+    assert abs(chosen.float().sum() / (x != tok.eos).sum() - 0.15) < 0.01
+    masked, kept = (inputs[chosen] == tok.mask).float().mean(), (inputs[chosen] == x[chosen]).float().mean()
+    assert abs(masked - 0.8) < 0.02 and abs(kept - 0.1) < 0.02 and torch.equal(inputs[~chosen], x[~chosen])
+    swapped = inputs[chosen & (inputs != tok.mask) & (inputs != x)]
+    assert ((swapped != tok.eos) & (swapped != tok.mask)).all()
+    assert torch.equal(bk.mlm_inputs(x, tok, [0, 4, 7])[0], inputs)  # a function of (seed, step): resumable
+
+
+def test_gbert_qa_needs_every_mask_filled(people):
+    tok = bk.Tokenizer(bk.VOCAB)
+    rows = [r for p in people[:6] for r in bk.qa_pairs(p)]
+
+    class Oracle(torch.nn.Module):  # fills each question's masks with its answer, the birth year wrong
+        causal = False
+
+        def forward(self, x):
+            logits = torch.zeros(*x.shape, len(tok.vocab))
+            for i, seq in enumerate(x.tolist()):
+                prompt = seq[:seq.index(tok.mask)]
+                row = next(r for r in rows if bk.mlm_qa_example(tok, r)[0][:len(prompt)] == prompt)
+                answer = tok.encode(" " + row["answer"])
+                for k, t in enumerate(answer):
+                    logits[i, len(prompt) + k, t] = 1
+                if row["attribute"] == "birth_date":
+                    logits[i, len(prompt) + len(answer) - 1, tok.stoi["1999" if "1999" not in row["answer"]
+                                                                   else "2000"]] = 2
+            return logits, None
+
+    exact, first = bk.qa_accuracies(Oracle(), tok, rows, "cpu")
+    assert exact["birth_date"] == 0 and first["birth_date"] == 100
+    assert all(exact[a] == 100 and first[a] == 100 for a in bk.ATTRIBUTES[1:])
 
 
 def test_kv_cache_decoding_matches_full_recompute():
@@ -699,6 +798,13 @@ BAD_INPUTS = {  # what a user may type -> words the one-line error must contain
     "unavailable device": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--device",
                                          "cuda" if not torch.cuda.is_available() else "tpu"], "--device"),
     "report without results": (lambda root: ["reproduce", "--report-only", "--out", "OUT"], "no "),
+    "negative celebrities": (lambda root: ["generate", "--out", "OUT", "--celebrities", "-5"], "--celebrities"),
+    "bad celebrity aug": (lambda root: ["generate", "--out", "OUT", "--celebrities", "5", "--celebrity-aug", "multi"],
+                          "bad --celebrity-aug"),
+    "bios-from without data": (lambda root: ["generate", "--out", "OUT", "--bios-from", str(root / "d" / "bios.jsonl")],
+                               "--data"),
+    "unknown objective": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--objective", "xlm"],
+                          "--objective"),
 }
 
 
@@ -776,8 +882,8 @@ def test_qa_ratio_sweep_rewrites_its_file_and_sets_the_paper_beside(tmp_path, mo
     assert "| 0.2 |" in table and "| 53.6 |" in table and "| 85.7 |" in table
 
 
-def test_full_table_resumes_and_checks_the_papers_orderings(tmp_path, monkeypatch):
-    monkeypatch.setattr(bk, "FULL_SETTINGS", ("single", "multi2+permute"))
+def test_full_table_resumes_and_the_celebrity_table_reuses_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(bk, "FULL_SETTINGS", ("single", "single+permute1"))
     monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
     bk.full_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
     path = str(tmp_path / "full_table.jsonl")
@@ -790,7 +896,19 @@ def test_full_table_resumes_and_checks_the_papers_orderings(tmp_path, monkeypatc
     again = bk.read_jsonl(path)
     assert again[:3] == rewritten and len(again) == 4
     table = bk.full_table_markdown(path)
-    assert "| multi2+permute | bioknow |" in table and "| | paper | 91.2 |" in table
+    assert "| single+permute1 | bioknow |" in table and "| | paper | 4.4 |" in table
+    assert "| single+permute1 below single (QA) |" in table  # the one ordering these two settings can show
+    run = tmp_path / "work" / "full" / "single-qa_finetune" / "model.pt"
+    stamp = os.path.getmtime(run)
+    bk.celebrity_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    assert os.path.getmtime(run) == stamp  # the alone rows reuse the full table's pretrained models
+    rows = bk.read_jsonl(str(tmp_path / "celebrity.jsonl"))
+    assert [(r["setting"], r["celebrities"]) for r in rows] == [("single+permute1", 0), ("single+permute1", 40),
+                                                                 ("single", 0), ("single", 40)]
+    celebrities = bk.load_data(str(tmp_path / "work" / "full" / "data-single+celebrities"))
+    assert celebrities["meta"]["celebrities"] == 40 and celebrities["meta"]["n_test"] == 40
+    table = bk.celebrity_markdown(str(tmp_path / "celebrity.jsonl"))
+    assert "| single | 40 |" in table and "| 63.2 |" in table and "single+permute1 " in table.split("\n")[-2]
 
 
 def test_the_papers_own_numbers_hold_every_ordering_check():
@@ -798,3 +916,17 @@ def test_the_papers_own_numbers_hold_every_ordering_check():
     assert all(holds for _, holds, _ in bk.ordering_checks(qa, mixed))
     flat = dict.fromkeys(qa, 5.0)  # no augmentation effect, and mixed training low everywhere
     assert [holds for _, holds, _ in bk.ordering_checks(flat, flat)] == [False, False, False, False, False]
+
+
+def test_gbert_table_sets_the_gpt_beside(tmp_path, monkeypatch):
+    monkeypatch.setattr(bk, "GBERT_ROWS", (("single", "qa_finetune"),))
+    monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
+    bk.gbert_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    row, = bk.read_jsonl(str(tmp_path / "gbert.jsonl"))
+    assert row["objective"] == "mlm" and 0 <= row["qa_test"]["mean"] <= 100
+    assert bk.read_checkpoint(str(tmp_path / "work" / "gbert" / "single-qa_finetune-qa"))[1].objective == "mlm"
+    gpt = dict(row, preset="tiny", qa_test=dict.fromkeys(row["qa_test"], 50.0))
+    bk.rewrite_jsonl(str(tmp_path / "full_table.jsonl"), [gpt])
+    table = bk.gbert_markdown(str(tmp_path / "gbert.jsonl"))
+    assert "| single | qa_finetune | GBERT |" in table and "| single | qa_finetune | GPT |" in table
+    assert "| 3.7 |" in table and "Its two best" in table
