@@ -1781,7 +1781,7 @@ def ordering_checks(qa, mixed):
     finetuning and of mixed training: a list of (claim, holds, detail), each over the settings that are there."""
     def pairs(claim, lower_higher, margin=0.0, need=None):
         lower_higher = [(lo, hi) for lo, hi in lower_higher if lo in qa and hi in qa]
-        held = [(lo, hi) for lo, hi in lower_higher if qa[hi] >= qa[lo] + margin]
+        held = [(lo, hi) for lo, hi in lower_higher if qa[hi] > qa[lo] + margin]
         need = len(lower_higher) if need is None else min(need, len(lower_higher))
         detail = ", ".join(f"{lo} {qa[lo]:.1f} -> {hi} {qa[hi]:.1f}" for lo, hi in lower_higher)
         return claim, len(held) >= need, f"{len(held)} of {len(lower_higher)}: {detail}"
@@ -1790,7 +1790,7 @@ def ordering_checks(qa, mixed):
     permuted = [(f"multi{m}{f}", f"multi{m}+permute{f}") for m in (2, 5) for f in ("", "+fullname")] + [
         (f"single+permute{a}{f}", f"single+permute{b}{f}") for a, b in ((1, 2), (2, 5)) for f in ("", "+fullname")]
     checks = [pairs("single+permute1 below single (QA)", [("single+permute1", "single")]),
-              pairs("multi5 well below multi5+permute (QA, by 10+ points)", [("multi5", "multi5+permute")], 10),
+              pairs("multi5 well below multi5+permute (QA, by over 10 points)", [("multi5", "multi5+permute")], 10),
               pairs("fullname helps (QA, 7 of the 8 pairs at least)", [(s, s + "+fullname") for s in bases], need=7),
               pairs("permutation helps (QA, every pair)", permuted)]
     checks = [c for c in checks if not c[2].startswith("0 of 0")]
@@ -1878,7 +1878,9 @@ def celebrity_markdown(path):
              f"`{rows[0]['preset']}`: N = {rows[0]['people']} minority people with one biography under the setting; "
              "alone, QA finetuning on half of them (P_train) and P_test the other half; with celebrities, N more "
              "people with multi5+permute biographies in the same pretraining, QA finetuning on the celebrities only "
-             "and P_test all N minority people. P_test exact match in %. " + provenance(rows), "",
+             "and P_test all N minority people. P_test exact match in %; memorised: first-token accuracy on every "
+             "person's first biography, celebrities included. An alone row that reused the full table's pretrained "
+             "model counts only its finetuning and evaluation minutes. " + provenance(rows), "",
              "| minority setting | celebrities | memorised | P_train | **minority P_test** | " + " | ".join(ATTRIBUTES)
              + " | paper P_test | minutes |", "|---|---|---|---|---|" + "---|" * 8]
     for r in rows:
