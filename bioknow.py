@@ -1830,8 +1830,15 @@ def full_table_markdown(path):
     means = {m: {s: rows[(s, m)]["qa_test"]["mean"] for s in settings if (s, m) in rows} for m in FULL_METHODS}
     paper = {m: {s: PAPER_TABLE[s][k][0] for s in means[m]} for k, m in enumerate(FULL_METHODS)}
     lines += ["", "| the paper's ordering | bioknow | detail | paper |", "|---|---|---|---|"]
-    for ours, theirs in zip(ordering_checks(*means.values()), ordering_checks(*paper.values())):
+    checks = list(zip(ordering_checks(*means.values()), ordering_checks(*paper.values())))
+    for ours, theirs in checks:
         lines.append(f"| {ours[0]} | {'yes' if ours[1] else 'NO'} | {ours[2]} | {'yes' if theirs[1] else 'no'} |")
+    gap = {s: means["qa_finetune"][s] - paper["qa_finetune"][s] for s in means["qa_finetune"]}
+    close = [s for s, g in gap.items() if abs(g) <= 5]
+    lines += ["", f"{sum(ours[1] for ours, _ in checks)} of the paper's {len(checks)} orderings hold here "
+                  f"({sum(theirs[1] for _, theirs in checks)} on the paper's own numbers). QA P_test within 5 points of "
+                  f"the paper's: {', '.join(close) or 'no setting'}; {sum(g < -5 for g in gap.values())} settings "
+                  f"below it by more, {sum(g > 5 for g in gap.values())} above."]
     if len(rows) > 2:
         corr = q_probe_vs_qa(list(rows.values()))
         paper_q = [s for s in settings if s in PAPER_Q_PROBE]
