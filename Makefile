@@ -15,7 +15,7 @@ install-dev: install
 reproduce: install
 	$(PYTHON) bioknow.py reproduce --out results
 
-# The paper's experiments in full (README: ~80 min for the 16 settings, ~12 for the celebrities, ~15 for GBERT, on
+# The paper's experiments in full (README: 89 min for the 16 settings, ~15 for the celebrities, ~15 for GBERT, on
 # 2 cores), each table resumable or rewritten whole, then REPORT.md re-rendered with all of them.
 reproduce-full: install
 	$(PYTHON) bioknow.py reproduce --table full --out results
