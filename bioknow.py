@@ -466,9 +466,9 @@ def check_data(data, full=True):
     if wrong:
         problems.append(f"bios.jsonl: {len(wrong)} people (first: id {wrong[0]}) do not have the "
                         f"{expected(by_id[wrong[0]]) or 'one or more'} entries meta.json says")
-    if sum(bool(p.get("celebrity")) for p in people) != meta.get("celebrities", 0):
-        problems.append(f"people.jsonl: {sum(bool(p.get('celebrity')) for p in people)} celebrities, meta.json says "
-                        f"{meta.get('celebrities', 0)}")
+    celebrities = sum(bool(p.get("celebrity")) for p in people)
+    if celebrities != meta.get("celebrities", 0):
+        problems.append(f"people.jsonl: {celebrities} celebrities, meta.json says {meta.get('celebrities', 0)}")
     seen = Counter((r.get("id"), r.get("attribute")) for r in data["qa"])
     if len(data["qa"]) != 6 * len(people) or any(n != 1 for n in seen.values()) or set(seen) != {
             (i, a) for i in by_id for a in ATTRIBUTES}:
@@ -1135,9 +1135,14 @@ def final_loss(out, losses):
 # --- QA finetuning and evaluation (paper §3-4): loss on the answer tokens only; greedy decoding, exact match of the
 # whole value. Finetuning uses P_train questions only; P_test is only ever evaluated.
 
+def qa_prompt(tok, question):
+    """EOS question \\n Answer: -- what the model sees before an answer, in finetuning and in evaluation."""
+    return [tok.eos] + tok.encode(question + "\nAnswer:")
+
+
 def qa_example(tok, row):
     """(tokens, targets) for one QA pair: EOS question \\n Answer: value . EOS, targets -1 except on the answer."""
-    prompt = [tok.eos] + tok.encode(row["question"] + "\nAnswer:")
+    prompt = qa_prompt(tok, row["question"])
     answer = tok.encode(f" {row['answer']}.") + [tok.eos]
     tokens = prompt + answer
     targets = answer_only_targets(tokens, len(prompt))
@@ -1147,7 +1152,7 @@ def qa_example(tok, row):
 def mlm_qa_example(tok, row):
     """GBERT's QA pair (paper §8): EOS question \\n Answer: then one <mask> per answer token, '.' EOS; the targets
     are the answer's tokens on the masks, -1 elsewhere."""
-    prompt = [tok.eos] + tok.encode(row["question"] + "\nAnswer:")
+    prompt = qa_prompt(tok, row["question"])
     answer = tok.encode(" " + row["answer"])
     return prompt + [tok.mask] * len(answer) + tok.encode(".") + [tok.eos], [-1] * len(prompt) + answer + [-1, -1]
 
@@ -1314,7 +1319,7 @@ def qa_accuracies(model, tok, rows, device, batch_size=1024, quiet=True):
     correct, first = {a: [] for a in ATTRIBUTES}, {a: [] for a in ATTRIBUTES}
     groups = {}
     for r in rows:
-        prompt = [tok.eos] + tok.encode(r["question"] + "\nAnswer:")
+        prompt = qa_prompt(tok, r["question"])
         groups.setdefault((r["attribute"], len(prompt)), []).append((prompt, tok.encode(f" {r['answer']}.")))
     for (attr, _), items in tqdm(groups.items(), desc="eval QA", disable=quiet):
         max_new = max(len(a) for _, a in items) + 1
@@ -1336,9 +1341,8 @@ def mlm_qa_accuracies(model, tok, rows, device, batch_size=1024):
         groups.setdefault((r["attribute"], len(tokens)), []).append((tokens, targets))
     for (attr, _), items in groups.items():
         for i in range(0, len(items), batch_size):
-            x, y = (torch.tensor(t) for t in zip(*items[i:i + batch_size]))
-            with autocast(device):
-                pred = model(x.to(device))[0].argmax(-1).cpu()
+            tokens, targets = zip(*items[i:i + batch_size])
+            pred, y = predicted_tokens(model, list(tokens), tok.eos, device), torch.tensor(targets)
             on_mask = y >= 0
             correct[attr] += ((pred == y) | ~on_mask).all(1).tolist()
             first[attr] += (pred == y)[on_mask.cumsum(1) * on_mask == 1].tolist()  # each row's first mask
@@ -1380,6 +1384,15 @@ def first_entries(data):
 
 
 @torch.no_grad()
+def predicted_tokens(model, seqs, pad, device):
+    """The model's argmax token at every position of each sequence, the batch padded at the end with `pad`."""
+    T = max(len(s) for s in seqs)
+    x = torch.tensor([s + [pad] * (T - len(s)) for s in seqs])
+    with autocast(device):
+        return model(x.to(device))[0].argmax(-1).cpu()
+
+
+@torch.no_grad()
 def bio_memorization(model, tok, data, device, max_people=4000, batch_size=256):
     """First-token accuracy (%) of every attribute inside a person's first biography entry: the model, fed the
     entry, predicts the attribute's first token at the position just before it (paper §4 "> 99%")."""
@@ -1391,10 +1404,7 @@ def bio_memorization(model, tok, data, device, max_people=4000, batch_size=256):
         return mlm_bio_memorization(model, tok, by_id, first_entry, ids, device, batch_size)
     for i in range(0, len(ids), batch_size):
         seqs = [([tok.eos] + tok.encode(first_entry[j]))[:model.cos.shape[0]] for j in ids[i:i + batch_size]]
-        T = max(len(s) for s in seqs)
-        x = torch.tensor([s + [tok.eos] * (T - len(s)) for s in seqs])
-        with autocast(device):
-            pred = model(x.to(device))[0].argmax(-1).cpu()
+        pred = predicted_tokens(model, seqs, tok.eos, device)
         for s, p, j in zip(seqs, pred, ids[i:i + batch_size]):
             for attr, pos in value_positions(s, by_id[j], tok).items():
                 correct[attr].append(bool(p[pos - 1] == s[pos]))
@@ -1414,10 +1424,7 @@ def mlm_bio_memorization(model, tok, by_id, first_entry, ids, device, batch_size
                 n = len(tok.encode(by_id[j][attr]))
                 seqs.append(s[:pos] + [tok.mask] * n + s[pos + n:])
                 where.append((attr, pos, s[pos]))
-        T = max(len(s) for s in seqs)
-        x = torch.tensor([s + [tok.eos] * (T - len(s)) for s in seqs])
-        with autocast(device):
-            pred = model(x.to(device))[0].argmax(-1).cpu()
+        pred = predicted_tokens(model, seqs, tok.eos, device)
         for p, (attr, pos, want) in zip(pred, where):
             correct[attr].append(bool(p[pos] == want))
     return percentages(correct)
@@ -1755,11 +1762,17 @@ FULL_SETTINGS = ("single", "single+fullname", "single+permute1", "single+permute
 FULL_METHODS = ("qa_finetune", "mixed")
 
 
+def table_line(row, preset, seed, device, **extra):
+    """A table's JSON line: the row's numbers and what produced them (preset, seed, N, hardware, version, commit)."""
+    return dict(row, **extra, preset=preset, seed=seed, people=resolve_config(preset).people,
+                hardware=hardware_name(pick_device(device)), bioknow=VERSION, commit=git_commit())
+
+
 def full_table(preset, seed, out, device, quiet=False):
     """Every setting x method, Q-probed -> OUT/full_table.jsonl, a line a row as it finishes. Rows already there for
     this preset and seed are kept, so a killed run continues where it stopped (delete the file to start over)."""
     os.makedirs(out, exist_ok=True)
-    path, work, dev = os.path.join(out, "full_table.jsonl"), os.path.join(out, "work", "full"), pick_device(device)
+    path, work = os.path.join(out, "full_table.jsonl"), os.path.join(out, "work", "full")
     lines = read_jsonl(path) if os.path.isfile(path) else []
     kept = [r for r in lines if (r.get("preset"), r.get("seed")) == (preset, seed)]
     if kept:
@@ -1768,8 +1781,7 @@ def full_table(preset, seed, out, device, quiet=False):
     todo = [(s, m) for s in FULL_SETTINGS for m in FULL_METHODS if (s, m) not in done]
     for setting, method in tqdm(todo, desc="full table", disable=quiet):
         row = reproduce_row(setting, method, preset, seed, device, work, True, probes=("q",))
-        kept.append(dict(row, preset=preset, seed=seed, people=resolve_config(preset).people,
-                         hardware=hardware_name(dev), bioknow=VERSION, commit=git_commit()))
+        kept.append(table_line(row, preset, seed, device))
         rewrite_jsonl(path, kept)
         print(f"{setting:>26} {method:<12} memorised {row['bio_memorization']:5.1f}  P_test "
               f"{row['qa_test']['mean']:5.1f}  Q-probe {whole_means(row)[0]:5.1f}  ({row['minutes']:.1f} min)",
@@ -1862,16 +1874,14 @@ PAPER_CELEBRITY = {"single+permute1": (4.4, 86.8), "single": (9.7, 63.2)}  # P_t
 def celebrity_table(preset, seed, out, device, quiet=False):
     """CELEBRITY_ROWS -> OUT/celebrity.jsonl (rewritten whole): the minority's P_test QA with and without
     celebrities."""
-    work, path, dev, lines = os.path.join(out, "work", "full"), os.path.join(out, "celebrity.jsonl"), \
-        pick_device(device), []
+    work, path, lines = os.path.join(out, "work", "full"), os.path.join(out, "celebrity.jsonl"), []
     people = resolve_config(preset).people
     for setting, with_celebrities in tqdm(CELEBRITY_ROWS, desc="celebrity table", disable=quiet):
         celebrities = people if with_celebrities else 0
         row = reproduce_row(setting, "qa_finetune", preset, seed, device, work, True, reuse=True,
                             celebrities=celebrities)
-        lines.append(dict(row, celebrities=celebrities, celebrity_aug="multi5+permute" if celebrities else None,
-                          preset=preset, seed=seed, people=people, hardware=hardware_name(dev), bioknow=VERSION,
-                          commit=git_commit()))
+        lines.append(table_line(row, preset, seed, device, celebrities=celebrities,
+                                celebrity_aug="multi5+permute" if celebrities else None))
         rewrite_jsonl(path, lines)
         print(f"{setting:>16} {'with' if celebrities else 'without'} celebrities: memorised "
               f"{row['bio_memorization']:5.1f}  P_train {row['qa_train']['mean']:5.1f}  minority P_test "
@@ -1916,12 +1926,10 @@ PAPER_GBERT = {("single", "qa_finetune"): 3.7, ("single", "mixed"): 30.1}  # P_t
 
 def gbert_table(preset, seed, out, device, quiet=False):
     """GBERT_ROWS -> OUT/gbert.jsonl (rewritten whole), one line a row."""
-    work, path, dev, lines = os.path.join(out, "work", "gbert"), os.path.join(out, "gbert.jsonl"), \
-        pick_device(device), []
+    work, path, lines = os.path.join(out, "work", "gbert"), os.path.join(out, "gbert.jsonl"), []
     for setting, method in tqdm(GBERT_ROWS, desc="gbert table", disable=quiet):
         row = reproduce_row(setting, method, preset, seed, device, work, True, dict(objective="mlm"))
-        lines.append(dict(row, objective="mlm", preset=preset, seed=seed, people=resolve_config(preset).people,
-                          hardware=hardware_name(dev), bioknow=VERSION, commit=git_commit()))
+        lines.append(table_line(row, preset, seed, device, objective="mlm"))
         rewrite_jsonl(path, lines)
         print(f"GBERT {setting:>24} {method:<12} memorised {row['bio_memorization']:5.1f}  P_test "
               f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
