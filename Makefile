@@ -1,8 +1,9 @@
 # bioknow: `make reproduce` runs the headline comparison, `make test` runs the tests. Both install what they need.
 PYTHON ?= python3
 TORCH_PIN ?= torch==2.13.0
+PYTEST = $(PYTHON) -m pytest -q -o "markers=slow: a multi-minute test" test_bioknow.py
 
-.PHONY: install install-dev reproduce reproduce-full test bench gpu-check
+.PHONY: install install-dev reproduce reproduce-full test test-fast bench gpu-check
 
 # torch first: pinned to the CPU build where it lies on disk, else whatever pip finds for this machine.
 install:
@@ -12,19 +13,25 @@ install:
 install-dev: install
 	@$(PYTHON) -m pip install -q pytest
 
+# The headline rows -> results/reproduce.json, then results/REPORT.md rendered from it and every table in results/.
 reproduce: install
 	$(PYTHON) bioknow.py reproduce --out results
+	$(PYTHON) experiments/tables.py report --out results > /dev/null
 
-# The paper's experiments in full (README: 89 min for the 16 settings, ~15 for the celebrities, ~15 for GBERT, on
-# 2 cores), each table resumable or rewritten whole, then REPORT.md re-rendered with all of them.
+# The paper's experiments in full (89 min for the 16 settings, ~15 for the celebrities, ~25 for GBERT, on 2 cores),
+# each table resumable or rewritten whole, then REPORT.md re-rendered with all of them.
 reproduce-full: install
-	$(PYTHON) bioknow.py reproduce --table full --out results
-	$(PYTHON) bioknow.py reproduce --table celebrity --out results
-	$(PYTHON) bioknow.py reproduce --table gbert --out results
-	$(PYTHON) bioknow.py reproduce --report-only --out results
+	$(PYTHON) experiments/tables.py full --out results
+	$(PYTHON) experiments/tables.py celebrity --out results
+	$(PYTHON) experiments/tables.py gbert --out results
+	$(PYTHON) experiments/tables.py report --out results > /dev/null
 
 test: install-dev
-	$(PYTHON) -m pytest -q test_bioknow.py
+	$(PYTEST)
+
+# Everything but the multi-minute tests: about a minute on 2 cores.
+test-fast: install-dev
+	$(PYTEST) -m "not slow"
 
 # Training-step speed: the default CPU preset, bioknow against a nanoGPT-style step of the same shape, and the paper's
 # shape (a full batch on a GPU; two sequences a step on a CPU, where the full batch would take minutes a step).

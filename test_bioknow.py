@@ -1,5 +1,6 @@
-"""Tests for bioknow.py, in the file's order: config, data, tokenizer, model, training, QA finetuning and evaluation,
-command line, and one end-to-end run that must show the paper's headline gap at toy scale."""
+"""Tests for bioknow.py, in the file's order: config, data, tokenizer, model, pretraining and mixed training, QA
+finetuning, evaluation, probing, GBERT, the headline gap at toy scale, bench, plumbing, runs that survive, the command
+line; then experiments/tables.py. `pytest -m "not slow"` skips the multi-minute tests (about a minute in all)."""
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import bioknow as bk
+from experiments import tables
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -58,7 +60,7 @@ def test_presets_resolve_and_flags_override():
         bk.resolve_config("nope")
 
 
-# --- data
+# --- data (Appendix A)
 
 def test_people_unique_and_in_domain(people):
     assert len({p["name"] for p in people}) == len(people)
@@ -164,33 +166,6 @@ def test_generate_files_and_determinism(tmp_path):
         assert all(by_id[b_["id"]][k] in b_["text"] for k in bk.ATTRIBUTES)
 
 
-def edit_jsonl(path, line, change):
-    """Replace line `line` of a JSONL file with change(row), or drop it when change returns None."""
-    rows = [json.loads(x) for x in path.read_text().splitlines()]
-    rows[line] = change(rows[line])
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r is not None))
-
-
-@pytest.mark.parametrize("file,change,expect", [
-    ("qa.jsonl", lambda r: dict(r, answer="Paris"), "disagree with people.jsonl"),
-    ("bios.jsonl", lambda r: None, "entries"),
-    ("people.jsonl", lambda r: dict(r, name="Ann Other Person", split="test"), "test people"),
-    ("bios.jsonl", lambda r: dict(r, text=r["text"].split(". ", 1)[1]), "six values"),
-    ("bios.jsonl", lambda r: dict(r, text=r["text"] + " Zzyzx."), "outside vocab.json"),
-])
-def test_check_reports_tampered_data(tmp_path, capsys, file, change, expect):
-    d = tmp_path / "d"
-    bk.generate(str(d), 40, "single+permute2+fullname", quiet=True)
-    code, out, _ = run_main(capsys, "check", str(d))
-    assert code == 0 and "ok" in out
-    edit_jsonl(d / file, 3, change)
-    code, out, _ = run_main(capsys, "check", str(d))
-    assert code == 1 and expect in out, out
-    if bk.check_data(bk.load_data(str(d)), full=False):  # the cheap part, which `train` runs: it refuses
-        code, _, err = run_main(capsys, "train", "--data", str(d), "--out", str(tmp_path / "r"), "--preset", "tiny")
-        assert code == 2 and expect in err and not (tmp_path / "r").exists()
-
-
 def test_celebrities_are_p_train_with_their_own_augmentation(tmp_path, capsys):
     d = tmp_path / "d"
     meta = bk.generate(str(d), 20, "single+permute1", quiet=True, celebrities=10)
@@ -206,34 +181,6 @@ def test_celebrities_are_p_train_with_their_own_augmentation(tmp_path, capsys):
     edit_jsonl(d / "people.jsonl", 0, lambda p: dict(p, celebrity=False))  # a celebrity's five entries now too many
     code, out, _ = run_main(capsys, "check", str(d))
     assert code == 1 and "entries meta.json says" in out and "9 celebrities, meta.json says 10" in out
-
-
-def test_bios_from_keeps_texts_with_all_six_values_and_probes_them(tmp_path, capsys):
-    src = tmp_path / "src"
-    bk.generate(str(src), 20, "single", quiet=True)
-    people = bk.load_data(str(src))["people"]
-    mine = tmp_path / "mine.jsonl"
-    mine.write_text("".join(json.dumps(r) + "\n" for p in people for r in [
-        dict(id=p["id"], text=f"Born {p['birth_date']} in {p['birth_city']}, {p['name']} read {p['major']} at "
-                              f"{p['university']} and now serves {p['company']} in {p['company_city']}, happily."),
-        dict(id=p["id"], text=f"{p['name']} enjoys {p['major']}.")]))  # misses four values: left out
-    code, out, err = run_main(capsys, "generate", "--bios-from", str(mine), "--data", str(src), "--out",
-                              str(tmp_path / "byo"))
-    assert code == 0 and "20 of 40 texts left out" in err
-    data = bk.load_data(str(tmp_path / "byo"))
-    assert len(data["bios"]) == 20 and data["vocab"][:len(bk.VOCAB)] == bk.VOCAB and "happily" in data["vocab"]
-    assert len(bk.read_jsonl(str(tmp_path / "byo" / "rejected.jsonl"))) == 20
-    assert bk.check_data(data) == []
-    seqs, positions = bk.p_probe_inputs(data, bk.Tokenizer(data["vocab"]))  # read positions found by value match
-    assert all(len(set(p)) == 6 for p in positions)
-    cfg = bk.resolve_config("tiny", steps=2)
-    bk.train(cfg, str(tmp_path / "byo"), str(tmp_path / "run"), quiet=True)
-    result = bk.probe(str(tmp_path / "run"), str(tmp_path / "byo"), ("p",), steps=1, head_steps=2, quiet=True)
-    assert len(result["p_probe"]["first_token"]) == 6
-    mine.write_text(json.dumps(dict(id=0, text=people[0]["name"])) + "\n")  # nobody has a text with all six
-    with pytest.raises(bk.UserError, match="20 people"):
-        bk.bios_from(str(src), str(mine), str(tmp_path / "byo2"))
-    assert not (tmp_path / "byo2").exists()
 
 
 def test_generate_refuses_nonempty_out(tmp_path):
@@ -261,7 +208,7 @@ def test_unknown_word_is_user_error():
         bk.Tokenizer(bk.VOCAB).encode("Zyzzyva")
 
 
-# --- model
+# --- model (Appendix B)
 
 def tiny_model(**kw):
     torch.manual_seed(0)
@@ -280,16 +227,6 @@ def test_causality():
     assert not torch.allclose(a[:, 10:], b[:, 10:])
 
 
-def test_gbert_attends_both_ways():
-    model, _ = tiny_model(objective="mlm")  # the same code path with the causal switch off (paper §8)
-    x = torch.randint(0, 50, (2, 16))
-    y = x.clone()
-    y[:, -1] = (y[:, -1] + 7) % 50
-    with torch.no_grad():
-        a, b = model(x)[0], model(y)[0]
-    assert not model.causal and all((a[:, t] - b[:, t]).abs().max() > 1e-4 for t in range(15))
-
-
 def test_rotary_scores_depend_on_relative_position_only():
     cos, sin = bk.rotary_tables(head_dim=16, rotary_frac=0.25, base=10000.0, length=64)
     assert cos.shape == (64, 4)  # rotary on 1/4 of the head
@@ -305,7 +242,7 @@ def test_rotary_scores_depend_on_relative_position_only():
     assert torch.equal(rotated[..., 4:], q[4:].expand(1, 1, 64, 12))  # the other 3/4 pass through
 
 
-# --- training
+# --- pretraining and mixed training (Appendix C, Result 1)
 
 def test_packed_stream_has_no_padding_and_every_entry():
     entries = [np.array([0] + [i + 1] * (3 + i % 4)) for i in range(20)]
@@ -350,6 +287,288 @@ def test_lr_schedule_warmup_then_cosine_to_tenth():
     assert bk.lr_at(100, 100, cfg) == pytest.approx(1e-4)
 
 
+# --- QA finetuning and LoRA (Appendix D)
+
+def test_answer_only_loss_mask():
+    tok = bk.Tokenizer(bk.VOCAB)
+    row = dict(question="What major did Alan Abbert Ashford study?", answer="Computer Science")
+    x, y = bk.qa_example(tok, row)
+    prompt_len = len(tok.encode(row["question"] + "\nAnswer:")) + 1
+    assert len(x) == len(y)
+    assert all(t == -1 for t in y[:prompt_len - 1])
+    assert [tok.vocab[t] for t in y[prompt_len - 1:]] == ["Computer", "Science", ".", bk.EOS]
+
+
+def test_lora_trains_only_adapters_and_saves_them_merged(tiny_run, tmp_path):
+    base, _, _ = bk.load_checkpoint(str(tiny_run / "run"))
+    cfg = bk.resolve_config("tiny", "finetune", steps=6, lr=1e-2, lora_qv=2, lora_emb=4)
+    model, _ = bk.finetune(cfg, str(tiny_run / "run"), str(tiny_run / "d"), str(tmp_path / "ft"), quiet=True)
+    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".A." in k or ".B." in k for k in trainable)  # the adapters, nothing else
+    merged, _, _ = bk.load_checkpoint(str(tmp_path / "ft"))  # a plain GPT: the adapters folded in
+    C = cfg.n_embd
+    for name, before in base.state_dict().items():
+        after = merged.state_dict()[name]
+        if name.endswith("attn.qkv.weight"):  # query and value blocks change, the key block does not
+            assert torch.equal(before[C:2 * C], after[C:2 * C]) and not torch.equal(before[:C], after[:C])
+            assert not torch.equal(before[2 * C:], after[2 * C:])
+        elif name in ("wte.weight", "lm_head.weight"):
+            assert not torch.equal(before, after)
+        else:
+            assert torch.equal(before, after), name
+    x = torch.randint(0, 50, (2, 16))
+    torch.testing.assert_close(merged(x)[0], model.eval()(x)[0], rtol=1e-4, atol=1e-4)
+
+
+# --- evaluation
+
+def test_kv_cache_decoding_matches_full_recompute():
+    model, _ = tiny_model()
+    prompts = torch.randint(0, 50, (5, 7))
+    cached = bk.greedy_answers(model, prompts, 6, "cpu")
+    x = prompts
+    for _ in range(6):  # the plain way: the whole sequence through the model for every new token
+        x = torch.cat([x, model(x)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(cached, x[:, 7:])
+
+
+def test_exact_match():
+    eos = 0
+    assert bk.exact_match([5, 6, 7, eos, 9], [5, 6, 7], eos)
+    assert not bk.exact_match([5, 6, eos], [5, 6, 7], eos)  # partial answers do not count
+    assert not bk.exact_match([5, 6, 7, 8, eos], [5, 6, 7], eos)
+
+
+def test_value_positions_fixed_and_permuted(people):
+    import random
+    tok = bk.Tokenizer(bk.VOCAB)
+    for spec in ("single", "multi2+permute", "single+permute2+fullname"):
+        for p in people[:40]:
+            for entry in bk.biographies(p, bk.parse_aug(spec), random.Random(p["id"])):
+                ids = tok.encode(entry)
+                found = bk.value_positions(ids, p, tok)
+                assert set(found) == set(bk.ATTRIBUTES)
+                for a, i in found.items():
+                    assert ids[i:i + len(tok.encode(p[a]))] == tok.encode(p[a])
+
+
+# --- probing (Appendices E-F)
+
+def test_p_probe_positions_are_just_before_each_attribute(people):
+    import random
+    tok = bk.Tokenizer(bk.VOCAB)
+    for spec in ("single", "multi2+permute", "single+permute2+fullname"):
+        for p in people[:30]:
+            for entry in bk.biographies(p, bk.parse_aug(spec), random.Random(p["id"])):
+                ids = [tok.eos] + tok.encode(entry)
+                positions = bk.p_probe_positions(ids, p, tok)
+                firsts = {tok.encode(p[a])[0] for a in bk.ATTRIBUTES}
+                assert len(positions) == 6 and positions == sorted(positions)
+                assert all(ids[i + 1] in firsts for i in positions)
+                if spec == "single":  # fixed order: position k precedes attribute k
+                    assert [ids[i + 1] for i in positions] == [tok.encode(p[a])[0] for a in bk.ATTRIBUTES]
+
+
+def test_q_probe_reads_the_bare_name(people):
+    tok = bk.Tokenizer(bk.VOCAB)
+    data = {"people": people[:5]}
+    for read, tail in (("name", []), ("end", [tok.eos])):
+        seqs, positions = bk.q_probe_inputs(data, tok, read)
+        for p, s, (i,) in zip(people, seqs, positions):
+            assert s == [tok.eos] + tok.encode(p["name"]) + tail and i == len(s) - 1
+
+
+def test_probe_trains_only_its_own_parameters(tiny_run):
+    model, _, _ = bk.load_checkpoint(str(tiny_run / "run"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = bk.load_data(str(tiny_run / "d"))
+    tok = bk.Tokenizer(data["vocab"])
+    labels = bk.probe_labels(data["people"], tok)
+    probes = bk.new_probes(model.wte.weight, 2, "layer", 6, labels, "cpu")
+    for a, b, heads in probes.values():
+        assert a.shape[1] == b.shape[0] == 2 and not b.any()  # the embedding update starts at zero
+        # per position: norm (gamma, beta) and a linear classifier (weight, bias); nothing else trains
+        assert {n.split(".")[-1] for n, _ in heads.named_parameters()} == {"gamma", "beta", "weight", "bias"}
+    seqs, positions = bk.p_probe_inputs(data, tok)
+    result = bk.fit_probe(model, seqs, positions, labels, range(20), range(20, 40), 2, "layer", 3, 8, "cpu",
+                          head_steps=5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert len(result["first_token"]["company"]) == 6 and set(result["whole"]) == set(bk.ATTRIBUTES[1:])
+
+
+def test_probe_command_writes_both_probes(tiny_run, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    code, _, _ = run_main(capsys, "probe", "--run", str(tiny_run / "run"), "--data", str(tiny_run / "d"), "--steps",
+                          "2", "--head-steps", "5", "--out", str(out), "--device", "cpu")
+    result = json.loads(out.read_text())
+    assert code == 0 and set(result) == {"p_probe", "q_probe"}
+    p = result["p_probe"]  # Figure 5's grids: attribute x read position
+    assert [len(p["first_token"]), len(p["whole"])] == [6, 5] and all(len(r) == 6 for r in p["first_token"])
+    assert p["attributes"]["whole"] == list(bk.ATTRIBUTES[1:])
+    assert set(result["q_probe"]["whole"]) == set(bk.ATTRIBUTES[1:])
+    assert set(result["q_probe"]["baseline"]) == {"first_token", "whole"}
+
+
+class Planted(torch.nn.Module):
+    """A stand-in model whose hidden state at every position is a code of its person's labels (plus noise)."""
+
+    def __init__(self, codes):
+        super().__init__()
+        self.wte, self.codes = torch.nn.Embedding(len(codes) + 1, codes.shape[1]), codes
+
+    def hidden(self, idx, wte=None):
+        h = self.codes[idx[:, 1] - 1] + 0.1 * torch.randn(len(idx), self.codes.shape[1])
+        return h[:, None].expand(-1, idx.shape[1], -1) + 0 * F.embedding(idx, wte)[..., :1]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_probe_reads_a_planted_label_and_not_a_shuffled_one(shuffle):
+    n, g = 400, torch.Generator().manual_seed(0)
+    labels = {(k, a): torch.randint(0, 4, (n,), generator=g) for k, attrs in bk.PROBE_TARGETS.items() for a in attrs}
+    codes = torch.cat([F.one_hot(y, 4).float() for y in labels.values()], dim=1)
+    if shuffle:
+        labels = {k: y[torch.randperm(n, generator=g)] for k, y in labels.items()}
+    result = bk.fit_probe(Planted(codes), [[0, i + 1, 0] for i in range(n)], [[1]] * n, labels, range(300),
+                          range(300, n), 2, "layer", 20, 50, "cpu", lr=1e-2, head_steps=600)
+    for kind, attrs in bk.PROBE_TARGETS.items():
+        for a in attrs:
+            acc, base = result[kind][a][0], result["baseline"][kind][a]
+            assert (acc <= base + 15) if shuffle else (acc >= 95), (kind, a, acc, base)
+
+
+# --- GBERT (Appendix H)
+
+def test_gbert_attends_both_ways():
+    model, _ = tiny_model(objective="mlm")  # the same code path with the causal switch off (paper §8)
+    x = torch.randint(0, 50, (2, 16))
+    y = x.clone()
+    y[:, -1] = (y[:, -1] + 7) % 50
+    with torch.no_grad():
+        a, b = model(x)[0], model(y)[0]
+    assert not model.causal and all((a[:, t] - b[:, t]).abs().max() > 1e-4 for t in range(15))
+
+
+def test_mlm_masking_rates():
+    tok = bk.Tokenizer(bk.VOCAB)
+    x = torch.randint(1, tok.mask, (400, 128))
+    x[:, ::10] = tok.eos
+    inputs, targets = bk.mlm_inputs(x, tok, [0, 4, 7])
+    chosen = targets >= 0
+    assert not chosen[x == tok.eos].any() and torch.equal(targets[chosen], x[chosen])
+    assert abs(chosen.float().sum() / (x != tok.eos).sum() - 0.15) < 0.01
+    masked, kept = (inputs[chosen] == tok.mask).float().mean(), (inputs[chosen] == x[chosen]).float().mean()
+    assert abs(masked - 0.8) < 0.02 and abs(kept - 0.1) < 0.02 and torch.equal(inputs[~chosen], x[~chosen])
+    swapped = inputs[chosen & (inputs != tok.mask) & (inputs != x)]
+    assert ((swapped != tok.eos) & (swapped != tok.mask)).all()
+    assert torch.equal(bk.mlm_inputs(x, tok, [0, 4, 7])[0], inputs)  # a function of (seed, step): resumable
+
+
+def test_gbert_qa_needs_every_mask_filled(people):
+    tok = bk.Tokenizer(bk.VOCAB)
+    rows = [r for p in people[:6] for r in bk.qa_pairs(p)]
+
+    class Oracle(torch.nn.Module):  # fills each question's masks with its answer, the birth year wrong
+        causal = False
+
+        def forward(self, x):
+            logits = torch.zeros(*x.shape, len(tok.vocab))
+            for i, seq in enumerate(x.tolist()):
+                prompt = seq[:seq.index(tok.mask)]
+                row = next(r for r in rows if bk.mlm_qa_example(tok, r)[0][:len(prompt)] == prompt)
+                answer = tok.encode(" " + row["answer"])
+                for k, t in enumerate(answer):
+                    logits[i, len(prompt) + k, t] = 1
+                if row["attribute"] == "birth_date":
+                    logits[i, len(prompt) + len(answer) - 1, tok.stoi["1999" if "1999" not in row["answer"]
+                                                                   else "2000"]] = 2
+            return logits, None
+
+    exact, first = bk.qa_accuracies(Oracle(), tok, rows, "cpu")
+    assert exact["birth_date"] == 0 and first["birth_date"] == 100
+    assert all(exact[a] == 100 and first[a] == 100 for a in bk.ATTRIBUTES[1:])
+
+
+# --- reproduce: the headline gap must survive every change (toy scale, a few minutes on 2 cores)
+
+@pytest.mark.slow
+def test_headline_gap_single_low_augmented_high(tmp_path):
+    """bioS single is memorised yet not extractable; multi5+permute+fullname with the same compute is (paper §5)."""
+    rows = {s: bk.reproduce_row(s, "qa_finetune", "toy", 0, "cpu", str(tmp_path), quiet=True)
+            for s in ("single", "multi5+permute+fullname")}
+    single, augmented = rows["single"], rows["multi5+permute+fullname"]
+    assert single["bio_memorization_min"] >= 90, single["bio_memorization_per_attribute"]
+    assert single["qa_test"]["mean"] <= 20, single["qa_test"]
+    assert augmented["qa_test"]["mean"] >= 50, augmented["qa_test"]
+    assert augmented["qa_test"]["mean"] - single["qa_test"]["mean"] >= 35
+
+
+# --- bench
+
+def test_bench_reports_a_timed_step():
+    result = bk.bench(bk.resolve_config("tiny", device="cpu"), steps=2, warmup=1)
+    assert {"tokens_per_sec", "ms_per_step", "params", "device", "dtype", "compiled", "mfu"} <= set(result)
+    assert result["tokens_per_sec"] > 0 and result["mfu"] is None and result["dtype"] == "float32"
+    assert result["params"] == sum(p.numel() for p in bk.GPT(bk.resolve_config("tiny"), len(bk.VOCAB)).parameters())
+
+
+# --- plumbing: data checks and your own biographies
+
+def edit_jsonl(path, line, change):
+    """Replace line `line` of a JSONL file with change(row), or drop it when change returns None."""
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[line] = change(rows[line])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r is not None))
+
+
+@pytest.mark.parametrize("file,change,expect", [
+    ("qa.jsonl", lambda r: dict(r, answer="Paris"), "disagree with people.jsonl"),
+    ("bios.jsonl", lambda r: None, "entries"),
+    ("people.jsonl", lambda r: dict(r, name="Ann Other Person", split="test"), "test people"),
+    ("bios.jsonl", lambda r: dict(r, text=r["text"].split(". ", 1)[1]), "six values"),
+    ("bios.jsonl", lambda r: dict(r, text=r["text"] + " Zzyzx."), "outside vocab.json"),
+])
+def test_check_reports_tampered_data(tmp_path, capsys, file, change, expect):
+    d = tmp_path / "d"
+    bk.generate(str(d), 40, "single+permute2+fullname", quiet=True)
+    code, out, _ = run_main(capsys, "check", str(d))
+    assert code == 0 and "ok" in out
+    edit_jsonl(d / file, 3, change)
+    code, out, _ = run_main(capsys, "check", str(d))
+    assert code == 1 and expect in out, out
+    if bk.check_data(bk.load_data(str(d)), full=False):  # the cheap part, which `train` runs: it refuses
+        code, _, err = run_main(capsys, "train", "--data", str(d), "--out", str(tmp_path / "r"), "--preset", "tiny")
+        assert code == 2 and expect in err and not (tmp_path / "r").exists()
+
+
+def test_bios_from_keeps_texts_with_all_six_values_and_probes_them(tmp_path, capsys):
+    src = tmp_path / "src"
+    bk.generate(str(src), 20, "single", quiet=True)
+    people = bk.load_data(str(src))["people"]
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps(r) + "\n" for p in people for r in [
+        dict(id=p["id"], text=f"Born {p['birth_date']} in {p['birth_city']}, {p['name']} read {p['major']} at "
+                              f"{p['university']} and now serves {p['company']} in {p['company_city']}, happily."),
+        dict(id=p["id"], text=f"{p['name']} enjoys {p['major']}.")]))  # misses four values: left out
+    code, out, err = run_main(capsys, "generate", "--bios-from", str(mine), "--data", str(src), "--out",
+                              str(tmp_path / "byo"))
+    assert code == 0 and "20 of 40 texts left out" in err
+    data = bk.load_data(str(tmp_path / "byo"))
+    assert len(data["bios"]) == 20 and data["vocab"][:len(bk.VOCAB)] == bk.VOCAB and "happily" in data["vocab"]
+    assert len(bk.read_jsonl(str(tmp_path / "byo" / "rejected.jsonl"))) == 20
+    assert bk.check_data(data) == []
+    seqs, positions = bk.p_probe_inputs(data, bk.Tokenizer(data["vocab"]))  # read positions found by value match
+    assert all(len(set(p)) == 6 for p in positions)
+    cfg = bk.resolve_config("tiny", steps=2)
+    bk.train(cfg, str(tmp_path / "byo"), str(tmp_path / "run"), quiet=True)
+    result = bk.probe(str(tmp_path / "run"), str(tmp_path / "byo"), ("p",), steps=1, head_steps=2, quiet=True)
+    assert len(result["p_probe"]["first_token"]) == 6
+    mine.write_text(json.dumps(dict(id=0, text=people[0]["name"])) + "\n")  # nobody has a text with all six
+    with pytest.raises(bk.UserError, match="20 people"):
+        bk.bios_from(str(src), str(mine), str(tmp_path / "byo2"))
+    assert not (tmp_path / "byo2").exists()
+
+
 # --- runs that survive: checkpoints, resume, atomic writes, divergence
 
 RESUMABLE = ("--preset", "tiny", "--steps", "300", "--ckpt-every", "20", "--block-size", "32", "--batch-size", "4")
@@ -364,6 +583,7 @@ def logged_curve(run):
     return [(r["step"], r["loss"], r["lr"]) for r in bk.read_jsonl(os.path.join(run, "log.jsonl"))]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     """A CPU run killed with SIGKILL after a checkpoint and resumed ends with the same weights, curve and eval
     numbers as an uninterrupted run: bitwise, since the data order, the RNGs and the optimiser come back exactly."""
@@ -481,6 +701,18 @@ def test_same_seed_same_curve_and_config_records_everything(tmp_path):
     assert cfg["preset"] == "tiny" and cfg["seed"] == 0 and cfg["torch"] == torch.__version__
 
 
+def test_checkpoint_refuses_other_vocabulary(tmp_path):
+    d, r = str(tmp_path / "d"), str(tmp_path / "r")
+    bk.generate(d, 40, "single", quiet=True)
+    bk.train(bk.resolve_config("tiny", steps=2), d, r, quiet=True)
+    vocab = json.loads(open(f"{d}/vocab.json").read())
+    with open(f"{d}/vocab.json", "w") as f:
+        json.dump(vocab[:-1], f)
+    with pytest.raises(bk.UserError, match="vocabulary"):
+        bk.load_checkpoint(r, vocab=bk.load_data(d)["vocab"])
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes_follow_the_single_process_curve(tmp_path):
     """DDP with gloo on 2 CPU processes, each on half of every batch, tracks one process on the whole batch."""
     d = str(tmp_path / "d")
@@ -495,238 +727,6 @@ def test_torchrun_two_processes_follow_the_single_process_curve(tmp_path):
     assert [s for s, _, _ in one] == [s for s, _, _ in two]
     assert np.allclose([l for _, l, _ in one], [l for _, l, _ in two], atol=2e-3), (one, two)
     assert json.loads(open(tmp_path / "two" / "config.json").read())["processes"] == 2
-
-
-# --- QA finetuning and evaluation
-
-def test_answer_only_loss_mask():
-    tok = bk.Tokenizer(bk.VOCAB)
-    row = dict(question="What major did Alan Abbert Ashford study?", answer="Computer Science")
-    x, y = bk.qa_example(tok, row)
-    prompt_len = len(tok.encode(row["question"] + "\nAnswer:")) + 1
-    assert len(x) == len(y)
-    assert all(t == -1 for t in y[:prompt_len - 1])
-    assert [tok.vocab[t] for t in y[prompt_len - 1:]] == ["Computer", "Science", ".", bk.EOS]
-
-
-def test_mlm_masking_rates():
-    tok = bk.Tokenizer(bk.VOCAB)
-    x = torch.randint(1, tok.mask, (400, 128))
-    x[:, ::10] = tok.eos
-    inputs, targets = bk.mlm_inputs(x, tok, [0, 4, 7])
-    chosen = targets >= 0
-    assert not chosen[x == tok.eos].any() and torch.equal(targets[chosen], x[chosen])
-    assert abs(chosen.float().sum() / (x != tok.eos).sum() - 0.15) < 0.01
-    masked, kept = (inputs[chosen] == tok.mask).float().mean(), (inputs[chosen] == x[chosen]).float().mean()
-    assert abs(masked - 0.8) < 0.02 and abs(kept - 0.1) < 0.02 and torch.equal(inputs[~chosen], x[~chosen])
-    swapped = inputs[chosen & (inputs != tok.mask) & (inputs != x)]
-    assert ((swapped != tok.eos) & (swapped != tok.mask)).all()
-    assert torch.equal(bk.mlm_inputs(x, tok, [0, 4, 7])[0], inputs)  # a function of (seed, step): resumable
-
-
-def test_gbert_qa_needs_every_mask_filled(people):
-    tok = bk.Tokenizer(bk.VOCAB)
-    rows = [r for p in people[:6] for r in bk.qa_pairs(p)]
-
-    class Oracle(torch.nn.Module):  # fills each question's masks with its answer, the birth year wrong
-        causal = False
-
-        def forward(self, x):
-            logits = torch.zeros(*x.shape, len(tok.vocab))
-            for i, seq in enumerate(x.tolist()):
-                prompt = seq[:seq.index(tok.mask)]
-                row = next(r for r in rows if bk.mlm_qa_example(tok, r)[0][:len(prompt)] == prompt)
-                answer = tok.encode(" " + row["answer"])
-                for k, t in enumerate(answer):
-                    logits[i, len(prompt) + k, t] = 1
-                if row["attribute"] == "birth_date":
-                    logits[i, len(prompt) + len(answer) - 1, tok.stoi["1999" if "1999" not in row["answer"]
-                                                                   else "2000"]] = 2
-            return logits, None
-
-    exact, first = bk.qa_accuracies(Oracle(), tok, rows, "cpu")
-    assert exact["birth_date"] == 0 and first["birth_date"] == 100
-    assert all(exact[a] == 100 and first[a] == 100 for a in bk.ATTRIBUTES[1:])
-
-
-def test_kv_cache_decoding_matches_full_recompute():
-    model, _ = tiny_model()
-    prompts = torch.randint(0, 50, (5, 7))
-    cached = bk.greedy_answers(model, prompts, 6, 0, "cpu")
-    x = prompts
-    for _ in range(6):  # the plain way: the whole sequence through the model for every new token
-        x = torch.cat([x, model(x)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
-    assert torch.equal(cached, x[:, 7:])
-
-
-def test_exact_match():
-    eos = 0
-    assert bk.exact_match([5, 6, 7, eos, 9], [5, 6, 7], eos)
-    assert not bk.exact_match([5, 6, eos], [5, 6, 7], eos)  # partial answers do not count
-    assert not bk.exact_match([5, 6, 7, 8, eos], [5, 6, 7], eos)
-
-
-def test_value_positions_fixed_and_permuted(people):
-    import random
-    tok = bk.Tokenizer(bk.VOCAB)
-    for spec in ("single", "multi2+permute", "single+permute2+fullname"):
-        for p in people[:40]:
-            for entry in bk.biographies(p, bk.parse_aug(spec), random.Random(p["id"])):
-                ids = tok.encode(entry)
-                found = bk.value_positions(ids, p, tok)
-                assert set(found) == set(bk.ATTRIBUTES)
-                for a, i in found.items():
-                    assert ids[i:i + len(tok.encode(p[a]))] == tok.encode(p[a])
-
-
-def test_lora_trains_only_adapters_and_saves_them_merged(tiny_run, tmp_path):
-    base, _, _ = bk.load_checkpoint(str(tiny_run / "run"))
-    cfg = bk.resolve_config("tiny", "finetune", steps=6, lr=1e-2, lora_qv=2, lora_emb=4)
-    model, _ = bk.finetune(cfg, str(tiny_run / "run"), str(tiny_run / "d"), str(tmp_path / "ft"), quiet=True)
-    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all(".A." in k or ".B." in k for k in trainable)  # the adapters, nothing else
-    merged, _, _ = bk.load_checkpoint(str(tmp_path / "ft"))  # a plain GPT: the adapters folded in
-    C = cfg.n_embd
-    for name, before in base.state_dict().items():
-        after = merged.state_dict()[name]
-        if name.endswith("attn.qkv.weight"):  # query and value blocks change, the key block does not
-            assert torch.equal(before[C:2 * C], after[C:2 * C]) and not torch.equal(before[:C], after[:C])
-            assert not torch.equal(before[2 * C:], after[2 * C:])
-        elif name in ("wte.weight", "lm_head.weight"):
-            assert not torch.equal(before, after)
-        else:
-            assert torch.equal(before, after), name
-    x = torch.randint(0, 50, (2, 16))
-    torch.testing.assert_close(merged(x)[0], model.eval()(x)[0], rtol=1e-4, atol=1e-4)
-
-
-def test_finetune_grid_reuses_the_pretrained_run_and_reports_each_recipe(tmp_path, monkeypatch):
-    monkeypatch.setattr(bk, "FINETUNE_GRID", [dict(), dict(lora_qv=2, lora_emb=4)])
-    monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40))
-    bk.pretrained_run("single", "qa_finetune", "tiny", 0, "cpu", str(tmp_path / "work"), quiet=True)
-    stamp = os.path.getmtime(tmp_path / "work" / "single-qa_finetune" / "model.pt")
-    bk.finetune_grid("tiny", 0, str(tmp_path), "cpu", quiet=True)
-    assert os.path.getmtime(tmp_path / "work" / "single-qa_finetune" / "model.pt") == stamp  # reused, not retrained
-    rows = bk.read_jsonl(str(tmp_path / "finetune_grid.jsonl"))
-    assert [r["recipe"] for r in rows] == ["full finetuning", "LoRA q/v rank 2 + embedding rank 4"]
-    assert rows[1]["lora_emb"] == 4 and set(rows[0]["qa_train_first_token"]) == {"mean", *bk.ATTRIBUTES}
-    assert "| LoRA q/v rank 2 + embedding rank 4 |" in bk.finetune_grid_markdown(str(tmp_path / "finetune_grid.jsonl"))
-
-
-# --- probing
-
-def test_p_probe_positions_are_just_before_each_attribute(people):
-    import random
-    tok = bk.Tokenizer(bk.VOCAB)
-    for spec in ("single", "multi2+permute", "single+permute2+fullname"):
-        for p in people[:30]:
-            for entry in bk.biographies(p, bk.parse_aug(spec), random.Random(p["id"])):
-                ids = [tok.eos] + tok.encode(entry)
-                positions = bk.p_probe_positions(ids, p, tok)
-                firsts = {tok.encode(p[a])[0] for a in bk.ATTRIBUTES}
-                assert len(positions) == 6 and positions == sorted(positions)
-                assert all(ids[i + 1] in firsts for i in positions)
-                if spec == "single":  # fixed order: position k precedes attribute k
-                    assert [ids[i + 1] for i in positions] == [tok.encode(p[a])[0] for a in bk.ATTRIBUTES]
-
-
-def test_probe_trains_only_its_own_parameters(tiny_run):
-    model, _, _ = bk.load_checkpoint(str(tiny_run / "run"))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    data = bk.load_data(str(tiny_run / "d"))
-    tok = bk.Tokenizer(data["vocab"])
-    labels = bk.probe_labels(data["people"], tok)
-    probes = bk.new_probes(model.wte.weight, 2, "layer", 6, labels, "cpu")
-    for a, b, heads in probes.values():
-        assert a.shape[1] == b.shape[0] == 2 and not b.any()  # the embedding update starts at zero
-        # per position: norm (gamma, beta) and a linear classifier (weight, bias); nothing else trains
-        assert {n.split(".")[-1] for n, _ in heads.named_parameters()} == {"gamma", "beta", "weight", "bias"}
-    seqs, positions = bk.p_probe_inputs(data, tok)
-    result = bk.fit_probe(model, seqs, positions, labels, range(20), range(20, 40), 2, "layer", 3, 8, "cpu",
-                          head_steps=5)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(p.grad is None for p in model.parameters())
-    assert len(result["first_token"]["company"]) == 6 and set(result["whole"]) == set(bk.ATTRIBUTES[1:])
-
-
-def test_probe_command_writes_both_probes(tiny_run, tmp_path, capsys):
-    out = tmp_path / "probe.json"
-    code, _, _ = run_main(capsys, "probe", "--run", str(tiny_run / "run"), "--data", str(tiny_run / "d"), "--steps",
-                          "2", "--head-steps", "5", "--out", str(out), "--device", "cpu")
-    result = json.loads(out.read_text())
-    assert code == 0 and set(result) == {"p_probe", "q_probe"}
-    p = result["p_probe"]  # Figure 5's grids: attribute x read position
-    assert [len(p["first_token"]), len(p["whole"])] == [6, 5] and all(len(r) == 6 for r in p["first_token"])
-    assert p["attributes"]["whole"] == list(bk.ATTRIBUTES[1:])
-    assert set(result["q_probe"]["whole"]) == set(bk.ATTRIBUTES[1:])
-    assert set(result["q_probe"]["baseline"]) == {"first_token", "whole"}
-
-
-def test_q_probe_reads_the_bare_name(people):
-    tok = bk.Tokenizer(bk.VOCAB)
-    data = {"people": people[:5]}
-    for read, tail in (("name", []), ("end", [tok.eos])):
-        seqs, positions = bk.q_probe_inputs(data, tok, read)
-        for p, s, (i,) in zip(people, seqs, positions):
-            assert s == [tok.eos] + tok.encode(p["name"]) + tail and i == len(s) - 1
-
-
-def test_probe_report_lays_out_figures_5_and_7():
-    def row(setting, method, q, qa):
-        r = dict(setting=setting, method=method, qa_test={a: qa for a in bk.ATTRIBUTES},
-                 q_probe={"first_token": {a: q for a in bk.ATTRIBUTES}, "whole": {a: q for a in bk.ATTRIBUTES[1:]},
-                          "baseline": {"first_token": {a: 1.0 for a in bk.ATTRIBUTES},
-                                       "whole": {a: 1.0 for a in bk.ATTRIBUTES[1:]}}})
-        if method == "qa_finetune":
-            grid = [[2.0] * 4 + [90.0] * 2 if a == "company" and setting == "single" else [q] * 6
-                    for a in bk.ATTRIBUTES]
-            r["p_probe"] = {"first_token": grid, "whole": grid[1:], "attributes": {
-                k: list(v) for k, v in bk.PROBE_KINDS.items()}, "baseline": r["q_probe"]["baseline"]}
-        return r
-    rows = [row("single", "qa_finetune", 5.0, 7.0), row("multi5+permute+fullname", "qa_finetune", 90.0, 98.0),
-            row("single", "mixed", 4.0, 3.0)]
-    assert bk.q_probe_vs_qa(rows)["rows"] == pytest.approx(1.0, abs=0.01)
-    assert [ok for _, ok in bk.probe_checks(rows)] == [True, True, True, True]
-    text = bk.probe_markdown({"rows": rows})
-    assert "### P-probing, single (Figure 5)" in text and "### Q-probing (Figure 7)" in text
-    assert "| paper: single | | 63.4 |" in text
-    assert "| company | first token | 1.0 | 2.0 | 2.0 | 2.0 | 2.0 | 90.0" in text
-
-
-class Planted(torch.nn.Module):
-    """A stand-in model whose hidden state at every position is a code of its person's labels (plus noise)."""
-
-    def __init__(self, codes):
-        super().__init__()
-        self.wte, self.codes = torch.nn.Embedding(len(codes) + 1, codes.shape[1]), codes
-
-    def hidden(self, idx, wte=None):
-        h = self.codes[idx[:, 1] - 1] + 0.1 * torch.randn(len(idx), self.codes.shape[1])
-        return h[:, None].expand(-1, idx.shape[1], -1) + 0 * F.embedding(idx, wte)[..., :1]
-
-
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_probe_reads_a_planted_label_and_not_a_shuffled_one(shuffle):
-    n, g = 400, torch.Generator().manual_seed(0)
-    labels = {(k, a): torch.randint(0, 4, (n,), generator=g) for k, attrs in bk.PROBE_KINDS.items() for a in attrs}
-    codes = torch.cat([F.one_hot(y, 4).float() for y in labels.values()], dim=1)
-    if shuffle:
-        labels = {k: y[torch.randperm(n, generator=g)] for k, y in labels.items()}
-    result = bk.fit_probe(Planted(codes), [[0, i + 1, 0] for i in range(n)], [[1]] * n, labels, range(300),
-                          range(300, n), 2, "layer", 20, 50, "cpu", lr=1e-2, head_steps=600)
-    for kind, attrs in bk.PROBE_KINDS.items():
-        for a in attrs:
-            acc, base = result[kind][a][0], result["baseline"][kind][a]
-            assert (acc <= base + 15) if shuffle else (acc >= 95), (kind, a, acc, base)
-
-
-# --- benchmark
-
-def test_bench_reports_a_timed_step():
-    result = bk.bench(bk.resolve_config("tiny", device="cpu"), steps=2, warmup=1)
-    assert {"tokens_per_sec", "ms_per_step", "params", "device", "dtype", "compiled", "mfu"} <= set(result)
-    assert result["tokens_per_sec"] > 0 and result["mfu"] is None and result["dtype"] == "float32"
-    assert result["params"] == sum(p.numel() for p in bk.GPT(bk.resolve_config("tiny"), len(bk.VOCAB)).parameters())
 
 
 # --- command line
@@ -797,7 +797,6 @@ BAD_INPUTS = {  # what a user may type -> words the one-line error must contain
                        "unknown preset"),
     "unavailable device": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--device",
                                          "cuda" if not torch.cuda.is_available() else "tpu"], "--device"),
-    "report without results": (lambda root: ["reproduce", "--report-only", "--out", "OUT"], "no "),
     "negative celebrities": (lambda root: ["generate", "--out", "OUT", "--celebrities", "-5"], "--celebrities"),
     "bad celebrity aug": (lambda root: ["generate", "--out", "OUT", "--celebrities", "5", "--celebrity-aug", "multi"],
                           "bad --celebrity-aug"),
@@ -820,6 +819,16 @@ def test_bad_input_one_line_exit_2_writes_nothing(tiny_run, tmp_path, capsys, ca
     assert sorted((p, p.stat().st_mtime_ns) for p in tiny_run.rglob("*")) == before  # nothing else written either
 
 
+def test_readme_tour_gives_every_section_its_lines():
+    """The README's "Read these lines" table points at each `# ---` section of bioknow.py where it now stands."""
+    lines = open(os.path.join(HERE, "bioknow.py")).read().split("\n")
+    starts = [i + 1 for i, line in enumerate(lines) if line.startswith("# --- ")]
+    ends = [s - 2 for s in starts[1:]] + [len(lines) - 1]
+    readme = open(os.path.join(HERE, "README.md")).read()
+    missing = [f"bioknow.py#L{a}-L{b}" for a, b in zip(starts, ends) if f"bioknow.py#L{a}-L{b})" not in readme]
+    assert not missing and readme.count("](bioknow.py#L") == len(starts), missing
+
+
 def test_every_subcommand_has_help(capsys):
     for sub in ("generate", "check", "train", "finetune", "eval", "probe", "bench", "reproduce"):
         code, out, _ = run_main(capsys, sub, "--help")
@@ -827,106 +836,142 @@ def test_every_subcommand_has_help(capsys):
 
 
 def test_tiny_end_to_end_cli(tmp_path):
+    """generate -> check -> train -> finetune -> eval, each a real process: pretraining lowers the loss, and QA
+    finetuning on P_train questions teaches the model to answer them (none right before it) while the P_test
+    questions, never trained on, are answered worse; eval's JSON carries every number the README names."""
     d, r, q = str(tmp_path / "d"), str(tmp_path / "r"), str(tmp_path / "q")
     cli("generate", "--out", d, "--people", "100", "--aug", "multi2+permute")
-    cli("train", "--data", d, "--out", r, "--preset", "tiny")
-    cli("finetune", "--run", r, "--data", d, "--out", q, "--preset", "tiny")
+    assert "ok (100 people, 200 biography entries, 600 questions" in cli("check", d).stdout
+    cli("train", "--data", d, "--out", r, "--preset", "tiny", "--passes", "20")
+    cli("finetune", "--run", r, "--data", d, "--out", q, "--preset", "tiny", "--passes", "60")
+    before = json.loads(cli("eval", "--run", r, "--data", d).stdout)
     cli("eval", "--run", q, "--data", d, "--out", str(tmp_path / "e.json"))
-    result = json.loads((tmp_path / "e.json").read_text())
-    assert set(result["qa_test"]) == set(bk.ATTRIBUTES) | {"mean"}
-    assert 0 <= result["qa_test"]["mean"] <= 100 and 0 <= result["bio_memorization"] <= 100
+    after = json.loads((tmp_path / "e.json").read_text())
+    log = bk.read_jsonl(os.path.join(r, "log.jsonl"))
+    assert log[-1]["loss"] < 0.6 * log[0]["loss"], (log[0], log[-1])
+    assert before["qa_train"]["mean"] == 0 and after["qa_train"]["mean"] >= 5
+    assert after["qa_train"]["mean"] > after["qa_test"]["mean"]
+    assert {"bio_memorization", "bio_memorization_min", "qa_train", "qa_test"} <= set(after)
+    assert set(after["qa_test"]) == set(bk.ATTRIBUTES) | {"mean"}
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["n_layer"] == 1 and cfg["seed"] == 0
+    assert cfg["n_layer"] == 1 and cfg["seed"] == 0 and cfg["passes"] == 20
 
 
-def test_checkpoint_refuses_other_vocabulary(tmp_path):
-    d, r = str(tmp_path / "d"), str(tmp_path / "r")
-    bk.generate(d, 40, "single", quiet=True)
-    bk.train(bk.resolve_config("tiny", steps=2), d, r, quiet=True)
-    vocab = json.loads(open(f"{d}/vocab.json").read())
-    with open(f"{d}/vocab.json", "w") as f:
-        json.dump(vocab[:-1], f)
-    with pytest.raises(bk.UserError, match="vocabulary"):
-        bk.load_checkpoint(r, vocab=bk.load_data(d)["vocab"])
+# --- experiments/tables.py: the paper's tables, their checks and REPORT.md
+
+def test_probe_report_lays_out_figures_5_and_7():
+    def row(setting, method, q, qa):
+        r = dict(setting=setting, method=method, qa_test={a: qa for a in bk.ATTRIBUTES},
+                 q_probe={"first_token": {a: q for a in bk.ATTRIBUTES}, "whole": {a: q for a in bk.ATTRIBUTES[1:]},
+                          "baseline": {"first_token": {a: 1.0 for a in bk.ATTRIBUTES},
+                                       "whole": {a: 1.0 for a in bk.ATTRIBUTES[1:]}}})
+        if method == "qa_finetune":
+            grid = [[2.0] * 4 + [90.0] * 2 if a == "company" and setting == "single" else [q] * 6
+                    for a in bk.ATTRIBUTES]
+            r["p_probe"] = {"first_token": grid, "whole": grid[1:], "attributes": {
+                k: list(v) for k, v in bk.PROBE_TARGETS.items()}, "baseline": r["q_probe"]["baseline"]}
+        return r
+    rows = [row("single", "qa_finetune", 5.0, 7.0), row("multi5+permute+fullname", "qa_finetune", 90.0, 98.0),
+            row("single", "mixed", 4.0, 3.0)]
+    assert tables.q_probe_vs_qa(rows)["rows"] == pytest.approx(1.0, abs=0.01)
+    assert [ok for _, ok in tables.probe_checks(rows)] == [True, True, True, True]
+    text = tables.probe_markdown({"rows": rows})
+    assert "### P-probing, single (Figure 5)" in text and "### Q-probing (Figure 7)" in text
+    assert "| paper: single | | 63.4 |" in text
+    assert "| company | first token | 1.0 | 2.0 | 2.0 | 2.0 | 2.0 | 90.0" in text
 
 
-# --- the science: the headline gap must survive every change (toy scale, a few minutes on 2 cores)
+def test_the_papers_own_numbers_hold_every_ordering_check():
+    qa, mixed = ({s: tables.PAPER_TABLE[s][k][0] for s in tables.FULL_SETTINGS} for k in (0, 1))
+    assert all(holds for _, holds, _ in tables.ordering_checks(qa, mixed))
+    flat = dict.fromkeys(qa, 5.0)  # no augmentation effect, and mixed training low everywhere
+    assert [holds for _, holds, _ in tables.ordering_checks(flat, flat)] == [False, False, False, False, False]
 
-def test_headline_gap_single_low_augmented_high(tmp_path):
-    """bioS single is memorised yet not extractable; multi5+permute+fullname with the same compute is (paper §5)."""
-    rows = {s: bk.reproduce_row(s, "qa_finetune", "toy", 0, "cpu", str(tmp_path), quiet=True)
-            for s in ("single", "multi5+permute+fullname")}
-    single, augmented = rows["single"], rows["multi5+permute+fullname"]
-    assert single["bio_memorization_min"] >= 90, single["bio_memorization_per_attribute"]
-    assert single["qa_test"]["mean"] <= 20, single["qa_test"]
-    assert augmented["qa_test"]["mean"] >= 50, augmented["qa_test"]
-    assert augmented["qa_test"]["mean"] - single["qa_test"]["mean"] >= 35
+
+def test_finetune_grid_reuses_the_pretrained_run_and_reports_each_recipe(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "FINETUNE_GRID", [dict(), dict(lora_qv=2, lora_emb=4)])
+    monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40))
+    bk.pretrained_run("single", "qa_finetune", "tiny", 0, "cpu", str(tmp_path / "work"), quiet=True)
+    stamp = os.path.getmtime(tmp_path / "work" / "single-qa_finetune" / "model.pt")
+    tables.finetune_grid("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    assert os.path.getmtime(tmp_path / "work" / "single-qa_finetune" / "model.pt") == stamp  # reused, not retrained
+    rows = bk.read_jsonl(str(tmp_path / "finetune_grid.jsonl"))
+    assert [r["recipe"] for r in rows] == ["full finetuning", "LoRA q/v rank 2 + embedding rank 4"]
+    assert rows[1]["lora_emb"] == 4 and set(rows[0]["qa_train_first_token"]) == {"mean", *bk.ATTRIBUTES}
+    assert "| LoRA q/v rank 2 + embedding rank 4 |" in tables.finetune_grid_markdown(str(tmp_path / "finetune_grid.jsonl"))
 
 
 def test_mixed_sweep_writes_rows_the_report_tabulates(tmp_path, monkeypatch):
-    monkeypatch.setattr(bk, "MIXED_SWEEP", [dict(people=40, passes=1), dict(people=40, passes=1, n_embd=64)])
-    bk.mixed_sweep("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    monkeypatch.setattr(tables, "MIXED_SWEEP", [dict(people=40, passes=1), dict(people=40, passes=1, n_embd=64)])
+    tables.mixed_sweep("tiny", 0, str(tmp_path), "cpu", quiet=True)
     rows = bk.read_jsonl(str(tmp_path / "mixed_sweep.jsonl"))
     assert [r["n_embd"] for r in rows] == [32, 64] and all(0 <= r["qa_test"]["mean"] <= 100 for r in rows)
-    table = bk.mixed_sweep_markdown(str(tmp_path / "mixed_sweep.jsonl"))
+    table = tables.mixed_sweep_markdown(str(tmp_path / "mixed_sweep.jsonl"))
     assert table.count("\n| 40 |") == 2
 
 
 def test_qa_ratio_sweep_rewrites_its_file_and_sets_the_paper_beside(tmp_path, monkeypatch):
-    monkeypatch.setattr(bk, "QA_RATIO_SWEEP", [dict(people=40, passes=1, qa_ratio=r) for r in (0.2, 0.8)])
+    monkeypatch.setattr(tables, "QA_RATIO_SWEEP", [dict(people=40, passes=1, qa_ratio=r) for r in (0.2, 0.8)])
     for _ in range(2):  # a rerun replaces the file, it does not append
-        bk.mixed_sweep("tiny", 0, str(tmp_path), "cpu", True, bk.QA_RATIO_SWEEP, "qa_ratio.jsonl", append=False)
+        tables.mixed_sweep("tiny", 0, str(tmp_path), "cpu", True, tables.QA_RATIO_SWEEP, "qa_ratio.jsonl", append=False)
     rows = bk.read_jsonl(str(tmp_path / "qa_ratio.jsonl"))
     assert [r["qa_ratio"] for r in rows] == [0.2, 0.8]
-    table = bk.qa_ratio_markdown(str(tmp_path / "qa_ratio.jsonl"))
+    table = tables.qa_ratio_markdown(str(tmp_path / "qa_ratio.jsonl"))
     assert "| 0.2 |" in table and "| 53.6 |" in table and "| 85.7 |" in table
 
 
+@pytest.mark.slow
 def test_full_table_resumes_and_the_celebrity_table_reuses_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(bk, "FULL_SETTINGS", ("single", "single+permute1"))
+    monkeypatch.setattr(tables, "FULL_SETTINGS", ("single", "single+permute1"))
     monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
-    bk.full_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    tables.full_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
     path = str(tmp_path / "full_table.jsonl")
     rows = bk.read_jsonl(path)
-    assert [(r["setting"], r["method"]) for r in rows] == [(s, m) for s in bk.FULL_SETTINGS for m in bk.FULL_METHODS]
+    assert [(r["setting"], r["method"]) for r in rows] == [(s, m) for s in tables.FULL_SETTINGS for m in tables.FULL_METHODS]
     assert all(set(r["q_probe"]["whole"]) == set(bk.ATTRIBUTES[1:]) and r["people"] == 40 for r in rows)
     rewritten = rows[:3]  # a run killed after three rows continues with the fourth, keeping the three
     bk.rewrite_jsonl(path, rewritten)
-    bk.full_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    tables.full_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
     again = bk.read_jsonl(path)
     assert again[:3] == rewritten and len(again) == 4
-    table = bk.full_table_markdown(path)
+    table = tables.full_table_markdown(path)
     assert "| single+permute1 | bioknow |" in table and "| | paper | 4.4 |" in table
     assert "| single+permute1 below single (QA) |" in table  # the one ordering these two settings can show
     run = tmp_path / "work" / "full" / "single-qa_finetune" / "model.pt"
     stamp = os.path.getmtime(run)
-    bk.celebrity_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    tables.celebrity_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
     assert os.path.getmtime(run) == stamp  # the alone rows reuse the full table's pretrained models
     rows = bk.read_jsonl(str(tmp_path / "celebrity.jsonl"))
     assert [(r["setting"], r["celebrities"]) for r in rows] == [("single+permute1", 0), ("single+permute1", 40),
                                                                  ("single", 0), ("single", 40)]
     celebrities = bk.load_data(str(tmp_path / "work" / "full" / "data-single+celebrities"))
     assert celebrities["meta"]["celebrities"] == 40 and celebrities["meta"]["n_test"] == 40
-    table = bk.celebrity_markdown(str(tmp_path / "celebrity.jsonl"))
+    table = tables.celebrity_markdown(str(tmp_path / "celebrity.jsonl"))
     assert "| single | 40 |" in table and "| 63.2 |" in table and "single+permute1 " in table.split("\n")[-2]
 
 
-def test_the_papers_own_numbers_hold_every_ordering_check():
-    qa, mixed = ({s: bk.PAPER_TABLE[s][k][0] for s in bk.FULL_SETTINGS} for k in (0, 1))
-    assert all(holds for _, holds, _ in bk.ordering_checks(qa, mixed))
-    flat = dict.fromkeys(qa, 5.0)  # no augmentation effect, and mixed training low everywhere
-    assert [holds for _, holds, _ in bk.ordering_checks(flat, flat)] == [False, False, False, False, False]
-
-
+@pytest.mark.slow
 def test_gbert_table_sets_the_gpt_beside(tmp_path, monkeypatch):
-    monkeypatch.setattr(bk, "GBERT_ROWS", (("single", "qa_finetune"),))
+    monkeypatch.setattr(tables, "GBERT_ROWS", (("single", "qa_finetune"),))
     monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
-    bk.gbert_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    tables.gbert_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
     row, = bk.read_jsonl(str(tmp_path / "gbert.jsonl"))
     assert row["objective"] == "mlm" and 0 <= row["qa_test"]["mean"] <= 100
     assert bk.read_checkpoint(str(tmp_path / "work" / "gbert" / "single-qa_finetune-qa"))[1].objective == "mlm"
     gpt = dict(row, preset="tiny", qa_test=dict.fromkeys(row["qa_test"], 50.0))
     bk.rewrite_jsonl(str(tmp_path / "full_table.jsonl"), [gpt])
-    table = bk.gbert_markdown(str(tmp_path / "gbert.jsonl"))
+    table = tables.gbert_markdown(str(tmp_path / "gbert.jsonl"))
     assert "| single | qa_finetune | GBERT |" in table and "| single | qa_finetune | GPT |" in table
     assert "| 3.7 |" in table and "Its two best" in table
+
+
+def test_report_renders_the_committed_results_and_refuses_without_them(tmp_path, capsys):
+    """results/REPORT.md is what `tables.py report` renders from the committed results files, byte for byte."""
+    shutil.copytree(os.path.join(HERE, "results"), tmp_path / "results", ignore=shutil.ignore_patterns("work"))
+    tables.main(["report", "--out", str(tmp_path / "results")])
+    assert (tmp_path / "results" / "REPORT.md").read_text() == open(os.path.join(HERE, "results", "REPORT.md")).read()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        tables.main(["report", "--out", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "no " in err and not (tmp_path / "none").exists()

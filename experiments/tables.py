@@ -1,0 +1,675 @@
+"""
+The paper's experiments beside bioknow's method: every table of results/REPORT.md, how it is run, the paper's
+numbers it is compared with, and the checks of what the paper claims. It imports bioknow.py, which holds the method.
+
+    python experiments/tables.py report        # results/REPORT.md from results/reproduce.json and every table there
+    python experiments/tables.py full          # the 16 bioS settings x QA finetuning / mixed training (Figure 3)
+    python experiments/tables.py celebrity     # celebrity helps minority (Result 6)
+    python experiments/tables.py gbert         # the bidirectional model (Result 7)
+    python experiments/tables.py finetune-grid # LoRA ranks and full finetuning on bioS single (Figure 2)
+    python experiments/tables.py qa-ratio      # mixed training at QAr 0.1 ... 0.8 (Figure 10)
+    python experiments/tables.py mixed-sweep   # mixed training at larger budgets, people and widths
+
+Each writes one JSONL file in --out (results/ by default), a line a run with its configuration, seed, hardware,
+minutes and commit; `report` renders them all.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import bioknow as bk  # noqa: E402
+
+RULER = "# " + "-" * 118
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- the paper's numbers: P_test accuracy, %
+
+# Per setting: QA finetuning after bio pretraining (Figure 3), and mixed training (Figure 3; per attribute for
+# single only, Figure 1); each the mean, then the six attributes.
+PAPER_TABLE = {
+    "single": ([9.7, 33.5, 6.3, 2.3, 4.0, 1.1, 13.8], [86.6, 96.1, 97.4, 90.1, 94.8, 88.8, 53.4]),
+    "single+fullname": ([48.9, 56.2, 58.8, 63.0, 55.7, 50.5, 14.1], [85.9]),
+    "single+permute1": ([4.4, 0.5, 3.3, 2.4, 5.0, 3.5, 13.7], [82.5]),
+    "single+permute2": ([53.2, 57.3, 48.3, 53.1, 55.0, 51.8, 58.3], [91.6]),
+    "single+permute5": ([70.0, 56.4, 57.7, 58.3, 64.9, 90.5, 97.7], [93.7]),
+    "single+permute1+fullname": ([31.7, 26.6, 29.3, 36.9, 31.1, 31.4, 37.9], [89.8]),
+    "single+permute2+fullname": ([73.1, 69.0, 60.6, 64.2, 64.0, 87.9, 95.0], [92.6]),
+    "single+permute5+fullname": ([80.2, 83.7, 67.8, 72.6, 69.1, 93.0, 98.6], [93.4]),
+    "multi2": ([41.1, 100, 71.7, 33.1, 26.1, 5.2, 14.0], [89.2]),
+    "multi2+fullname": ([84.0, 100, 97.7, 89.5, 97.6, 91.3, 35.3], [87.9]),
+    "multi2+permute": ([91.2, 99.3, 98.7, 89.8, 96.7, 83.3, 83.5], [91.6]),
+    "multi2+permute+fullname": ([96.1, 100, 98.8, 91.3, 98.1, 93.7, 97.8], [94.4]),
+    "multi5": ([41.0, 100, 50.8, 30.9, 43.5, 10.2, 13.8], [91.8]),
+    "multi5+fullname": ([82.4, 100, 98.6, 88.4, 96.1, 91.9, 26.8], [92.0]),
+    "multi5+permute": ([96.6, 100, 99.0, 91.3, 97.7, 95.1, 98.7], [95.5]),
+    "multi5+permute+fullname": ([96.2, 100, 98.7, 90.6, 97.9, 93.7, 99.0], [95.7]),
+}
+PAPER_QA = {(s, m): PAPER_TABLE[s][k] for s, m, k in (("single", "qa_finetune", 0), ("single", "mixed", 1),
+                                                        ("multi5+permute+fullname", "qa_finetune", 0))}
+
+# P-probing (Figure 5), first token, by read position (bioS single: up to the attribute's own position, the
+# fixed order; multi5+permute, the paper's augmented P-probe row, set beside our multi5+permute+fullname).
+PAPER_P_PROBE = {
+    "single": {"birth_date": [100], "birth_city": [5.9, 100], "university": [38.0, 37.1, 99.2],
+               "major": [4.7, 4.6, 5.4, 99.9], "company": [1.5, 1.2, 1.3, 2.4, 99.5],
+               "company_city": [15.4, 15.4, 14.9, 13.0, 69.1, 100]},
+    "multi5+permute+fullname": dict({a: [100] * 6 for a in bk.ATTRIBUTES}, company=[99.9, 99.9, 99.9, 100, 100, 100],
+                                    company_city=[99.8, 99.8, 99.9, 100, 100, 100]),
+}
+# Q-probing (Figure 7): first token (6 attributes) then whole value (5 attributes).
+PAPER_Q_PROBE = {
+    "majority": [8.3, 2.5, 37.0, 4.0, 1.5, 14.8, 0.5, 0.3, 1.0, 0.4, 13.7],
+    "single": [63.4, 1.9, 37.5, 3.1, 0.2, 13.1, 1.1, 0.3, 1.4, 0.1, 11.6],
+    "single+fullname": [78.8, 47.5, 65.4, 51.0, 47.4, 28.9, 43.9, 31.2, 40.8, 44.4, 28.9],
+    "single+permute5": [95.3, 49.7, 66.6, 68.6, 96.5, 99.1, 47.7, 40.7, 63.0, 96.2, 98.9],
+    "multi5": [100, 39.8, 40.3, 40.1, 3.2, 13.2, 38.1, 9.7, 36.1, 2.3, 11.9],
+    "multi5+permute": [100, 100, 99.9, 100, 99.9, 99.8, 96.1, 72.6, 94.9, 99.6, 99.7],
+    "multi5+permute+fullname": [100, 100, 99.8, 100, 100, 99.8, 95.4, 68.1, 92.0, 99.9, 99.8],
+}
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- shared helpers
+
+def fmt(v):
+    return "–" if v is None else f"{v:.1f}"
+
+
+def pearson(xs, ys):
+    """Pearson correlation, or None where it is undefined (fewer than 3 points, or a constant)."""
+    if len(xs) < 3 or np.std(xs) == 0 or np.std(ys) == 0:
+        return None
+    return round(float(np.corrcoef(xs, ys)[0, 1]), 3)
+
+
+def provenance(rows):
+    """The sentence a table's caption ends with: where its runs ran, and for how long."""
+    hardware = sorted({r["hardware"] for r in rows if r.get("hardware")})
+    return (f"Ran on {' and '.join(hardware) or 'unrecorded hardware'}: {sum(r['minutes'] for r in rows):.1f} "
+            f"minutes for the {len(rows)} runs.")
+
+
+def table_line(row, preset, seed, device, **extra):
+    """A table's JSON line: the row's numbers and what produced them (preset, seed, N, hardware, version, commit)."""
+    return dict(row, **extra, preset=preset, seed=seed, people=bk.resolve_config(preset).people,
+                hardware=bk.hardware_name(bk.pick_device(device)), bioknow=bk.VERSION, commit=bk.git_commit())
+
+
+def whole_means(row):
+    """A row's Q-probe whole-value accuracy and its QA P_test accuracy, each the mean of the same five attributes."""
+    return (float(np.mean([row["q_probe"]["whole"][a] for a in bk.ATTRIBUTES[1:]])),
+            float(np.mean([row["qa_test"][a] for a in bk.ATTRIBUTES[1:]])))
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- the headline report: `python bioknow.py reproduce`'s rows and their probes (Results 1-5, Figures 5 and 7)
+
+# What the default preset must show (issue 2): memorised yet not extractable; augmentation and mixing fix it.
+THRESHOLDS = {
+    ("single", "qa_finetune"): "bio memorisation >= 95% on every attribute, P_test mean <= 20%",
+    ("multi5+permute+fullname", "qa_finetune"): "P_test mean >= 70%",
+    ("single", "mixed"): "P_test mean >= 60%",
+}
+
+
+def meets_threshold(row):
+    key = (row["setting"], row["method"])
+    if key == ("single", "qa_finetune"):
+        return row["bio_memorization_min"] >= 95 and row["qa_test"]["mean"] <= 20
+    if key == ("multi5+permute+fullname", "qa_finetune"):
+        return row["qa_test"]["mean"] >= 70
+    if key == ("single", "mixed"):
+        return row["qa_test"]["mean"] >= 60
+    return None
+
+
+def report_markdown(result):
+    cols = ("mean",) + bk.ATTRIBUTES
+    lines = [f"# bioknow: headline reproduction (preset `{result['preset']}`)", "",
+             f"Hardware: {result['hardware']}. Total wall time: {result['minutes']:.1f} minutes. "
+             f"Seed {result['seed']}. Command: `{result['command']}`.", "",
+             "Accuracy in %, exact match of the whole answer, greedy decoding. P_train: people whose QA was trained "
+             "on; "
+             "P_test: the other half, whose QA was never seen. Paper: GPT-2 124M, N = 100,000 (PAPER.md §5).", "",
+             "| setting | method | memorised (bio first-token, min) | split | " + " | ".join(cols) + " |",
+             "|---|---|---|---|" + "---|" * len(cols)]
+    for row in result["rows"]:
+        key = (row["setting"], row["method"])
+        paper = PAPER_QA.get(key)
+        mem = f"{row['bio_memorization']:.1f} ({row['bio_memorization_min']:.1f})"
+        lines.append(f"| {row['setting']} | {row['method']} | {mem} | P_train | "
+                     + " | ".join(fmt(row["qa_train"][c]) for c in cols) + " |")
+        lines.append("| | | | **P_test** | " + " | ".join(f"**{fmt(row['qa_test'][c])}**" for c in cols) + " |")
+        if paper:
+            lines.append("| | | | paper P_test | " + " | ".join(fmt(v) for v in paper) + " |")
+    lines += ["", "| row | what it must show | shown | minutes |", "|---|---|---|---|"]
+    for row in result["rows"]:
+        key = (row["setting"], row["method"])
+        ok = meets_threshold(row)
+        lines.append(f"| {row['setting']} {row['method']} | {THRESHOLDS.get(key, '')} | "
+                     f"{'yes' if ok else 'NO' if ok is False else ''} | {row['minutes']:.1f} |")
+    for row in result["rows"]:
+        if meets_threshold(row) is False:
+            lines += ["", f"**Not reproduced at this preset:** {row['setting']} {row['method']} should show "
+                          f"{THRESHOLDS[(row['setting'], row['method'])]}; it shows P_test "
+                          f"{row['qa_test']['mean']:.1f} "
+                          f"with the biographies {row['bio_memorization']:.1f}% memorised (min "
+                          f"{row['bio_memorization_min']:.1f}). The README's errata say what was tried."]
+    return "\n".join(lines) + "\n"
+
+
+def q_probe_vs_qa(rows):
+    """Q-probe whole-value accuracy against QA P_test accuracy on the same five attributes (paper Result 5): the
+    correlation across rows (of the means) and across (row, attribute) pairs."""
+    rows = [r for r in rows if "q_probe" in r]
+    means = [whole_means(r) for r in rows]
+    pairs = [(r["q_probe"]["whole"][a], r["qa_test"][a]) for r in rows for a in bk.ATTRIBUTES[1:]]
+    return dict(rows=pearson(*zip(*means)) if means else None, row_attributes=pearson(*zip(*pairs)) if pairs else None)
+
+
+def probe_checks(rows):
+    """What the default preset must show about the probes (issue 5), each as (claim, shown: bool)."""
+    by = {(r["setting"], r["method"]): r for r in rows if "p_probe" in r or "q_probe" in r}
+    single, augmented = by.get(("single", "qa_finetune")), by.get(("multi5+permute+fullname", "qa_finetune"))
+    checks = []
+    if single and augmented:
+        i = bk.ATTRIBUTES.index("company")
+        company, base = single["p_probe"]["first_token"][i], single["p_probe"]["baseline"]["first_token"]["company"]
+        checks.append(("single: company P-probe (first token) within 10 points of its baseline at positions 0-3 and "
+                       ">= 80% at position 4", all(v <= base + 10 for v in company[:4]) and company[4] >= 80))
+        at_name = [row[0] for row in augmented["p_probe"]["first_token"]]
+        checks.append(("multi5+permute+fullname: P-probe (first token) >= 80% at position 0 for every attribute",
+                       min(at_name) >= 80))
+        q = [whole_means(r)[0] for r in (single, augmented)]
+        checks.append(("Q-probe whole-value mean: multi5+permute+fullname at least 10 points above single",
+                       bool(q[1] >= q[0] + 10)))
+    corr = q_probe_vs_qa(rows)["rows"]
+    if corr is not None:
+        checks.append(("Q-probe tracks QA: correlation across rows >= 0.8", corr >= 0.8))
+    return checks
+
+
+def probe_markdown(result):
+    """The probes laid out like the paper's Figure 5 (P-probing: attribute x read position) and Figure 7 (Q-probing:
+    one line per setting), the paper's numbers beside ours."""
+    rows = [r for r in result["rows"] if "p_probe" in r or "q_probe" in r]
+    if not rows:
+        return ""
+    lines = ["## Probing: where the pretrained model keeps each fact (paper §6)", "",
+             "Frozen pretrained models (before QA finetuning), probes trained on P_train people and scored on P_test "
+             "people, accuracy in %; `base` is the majority guess. Recipe (README, \"Probing\"): read-outs fitted on "
+             "the frozen features, then trained with the rank-2 (P) / rank-16 (Q) embedding update; AdamW lr 1e-3, "
+             "wd 0.3, linear decay."]
+    for row in rows:
+        if "p_probe" not in row:
+            continue
+        p = row["p_probe"]
+        lines += ["", f"### P-probing, {row['setting']} (Figure 5)", "",
+                  "Read at the token just before each attribute, positions 0-5 in sentence order"
+                  + (" (fixed order: position k precedes attribute k)." if "permute" not in row["setting"] else
+                     " (permuted: the attribute at each position varies).")
+                  + " Whole value for five attributes (birth date: first token only). Paper: PAPER.md §6"
+                  + (" (its augmented row is multi5+permute)." if row["setting"] != "single" else "."), "",
+                  "| target | kind | base | " + " | ".join(f"pos {i}" for i in range(6)) + " | paper (first token) |",
+                  "|---|---|---|" + "---|" * 7]
+        for kind, attrs in p["attributes"].items():
+            for attr, accs in zip(attrs, p[kind]):
+                paper = PAPER_P_PROBE.get(row["setting"], {}).get(attr) if kind == "first_token" else None
+                lines.append(f"| {attr} | {kind.replace('_', ' ')} | {fmt(p['baseline'][kind][attr])} | "
+                             + " | ".join(fmt(v) for v in accs) + f" | {' '.join(fmt(v) for v in paper or [])} |")
+    lines += ["", "### Q-probing (Figure 7)", "",
+              "Only the full name after a start token, read at the name's last token. Paper rows as in PAPER.md §6 "
+              "(its Q-probe reads an end token after the name). QA P_test: the row's QA accuracy (mean of the same "
+              "five attributes as the whole-value columns).", "",
+              "| setting | method | " + " | ".join(f"first {a}" for a in bk.ATTRIBUTES) + " | "
+              + " | ".join(f"whole {a}" for a in bk.ATTRIBUTES[1:]) + " | whole mean | QA P_test |",
+              "|---|---|" + "---|" * (len(bk.ATTRIBUTES) * 2 + 1)]
+    base = rows[0]["q_probe"]["baseline"]
+    lines.append("| majority guess | | " + " | ".join(fmt(base["first_token"][a]) for a in bk.ATTRIBUTES) + " | "
+                 + " | ".join(fmt(base["whole"][a]) for a in bk.ATTRIBUTES[1:]) + " | | |")
+    lines.append("| paper: majority guess | | " + " | ".join(fmt(v) for v in PAPER_Q_PROBE["majority"]) + " | | |")
+    for row in rows:
+        q, (q_mean, qa_mean) = row["q_probe"], whole_means(row)
+        lines.append(f"| {row['setting']} | {row['method']} | "
+                     + " | ".join(fmt(q["first_token"][a]) for a in bk.ATTRIBUTES) + " | "
+                     + " | ".join(fmt(q["whole"][a]) for a in bk.ATTRIBUTES[1:]) + f" | **{fmt(q_mean)}** | "
+                     f"{fmt(qa_mean)} |")
+        paper = PAPER_Q_PROBE.get(row["setting"]) if row["method"] == "qa_finetune" else None
+        if paper:
+            lines.append(f"| paper: {row['setting']} | | " + " | ".join(fmt(v) for v in paper) + " | "
+                         f"{fmt(float(np.mean(paper[6:])))} | |")
+    corr = q_probe_vs_qa(result["rows"])
+    lines += ["", f"Correlation of Q-probe whole-value accuracy with QA P_test accuracy: across rows (means) "
+                  f"{corr['rows'] if corr['rows'] is not None else '–'}, across (row, attribute) pairs "
+                  f"{corr['row_attributes'] if corr['row_attributes'] is not None else '–'}.", "",
+              "| what the probes must show | shown |", "|---|---|"]
+    lines += [f"| {claim} | {'yes' if ok else 'NO'} |" for claim, ok in probe_checks(result["rows"])]
+    return "\n".join(lines) + "\n"
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- all 16 bioS settings (Figure 3, Result 5)
+
+# `reproduce --table full` (PAPER.md §5): all 16 bioS settings, each with QA finetuning after bio pretraining and with
+# mixed training, every pretrained model Q-probed (Result 5). 32 pretraining runs: the `table` preset (the cpu preset
+# at a smaller N) keeps them within 90 minutes on 2 cores.
+FULL_SETTINGS = ("single", "single+fullname", "single+permute1", "single+permute2", "single+permute5",
+                 "single+permute1+fullname", "single+permute2+fullname", "single+permute5+fullname",
+                 "multi2", "multi2+fullname", "multi2+permute", "multi2+permute+fullname",
+                 "multi5", "multi5+fullname", "multi5+permute", "multi5+permute+fullname")
+FULL_METHODS = ("qa_finetune", "mixed")
+
+
+def full_table(preset, seed, out, device, quiet=False):
+    """Every setting x method, Q-probed -> OUT/full_table.jsonl, a line a row as it finishes. Rows already there for
+    this preset and seed are kept, so a killed run continues where it stopped (delete the file to start over)."""
+    os.makedirs(out, exist_ok=True)
+    path, work = os.path.join(out, "full_table.jsonl"), os.path.join(out, "work", "full")
+    lines = bk.read_jsonl(path) if os.path.isfile(path) else []
+    kept = [r for r in lines if (r.get("preset"), r.get("seed")) == (preset, seed)]
+    if kept:
+        print(f"keeping the {len(kept)} finished rows of {path} (delete it to rerun them)", flush=True)
+    done = {(r["setting"], r["method"]) for r in kept}
+    todo = [(s, m) for s in FULL_SETTINGS for m in FULL_METHODS if (s, m) not in done]
+    for setting, method in tqdm(todo, desc="full table", disable=quiet):
+        row = bk.reproduce_row(setting, method, preset, seed, device, work, True, probes=("q",))
+        kept.append(table_line(row, preset, seed, device))
+        bk.rewrite_jsonl(path, kept)
+        print(f"{setting:>26} {method:<12} memorised {row['bio_memorization']:5.1f}  P_test "
+              f"{row['qa_test']['mean']:5.1f}  Q-probe {whole_means(row)[0]:5.1f}  ({row['minutes']:.1f} min)",
+              flush=True)
+
+
+def ordering_checks(qa, mixed):
+    """The orderings the paper reports across the settings (PAPER.md §5), checked on {setting: P_test mean} of QA
+    finetuning and of mixed training: a list of (claim, holds, detail), each over the settings that are there."""
+    def pairs(claim, lower_higher, margin=0.0, need=None):
+        lower_higher = [(lo, hi) for lo, hi in lower_higher if lo in qa and hi in qa]
+        held = [(lo, hi) for lo, hi in lower_higher if qa[hi] > qa[lo] + margin]
+        need = len(lower_higher) if need is None else min(need, len(lower_higher))
+        detail = ", ".join(f"{lo} {qa[lo]:.1f} -> {hi} {qa[hi]:.1f}" for lo, hi in lower_higher)
+        return claim, len(held) >= need, f"{len(held)} of {len(lower_higher)}: {detail}"
+
+    bases = [s for s in FULL_SETTINGS if "fullname" not in s]
+    permuted = [(f"multi{m}{f}", f"multi{m}+permute{f}") for m in (2, 5) for f in ("", "+fullname")] + [
+        (f"single+permute{a}{f}", f"single+permute{b}{f}") for a, b in ((1, 2), (2, 5)) for f in ("", "+fullname")]
+    checks = [pairs("single+permute1 below single (QA)", [("single+permute1", "single")]),
+              pairs("multi5 well below multi5+permute (QA, by over 10 points)", [("multi5", "multi5+permute")], 10),
+              pairs("fullname helps (QA, 7 of the 8 pairs at least)", [(s, s + "+fullname") for s in bases], need=7),
+              pairs("permutation helps (QA, every pair)", permuted)]
+    checks = [c for c in checks if not c[2].startswith("0 of 0")]
+    if mixed:
+        checks.append(("mixed training high across all rows (>= 60 on every setting)", min(mixed.values()) >= 60,
+                       f"lowest {min(mixed.values()):.1f} ({min(mixed, key=mixed.get)})"))
+    return checks
+
+
+def full_table_markdown(path):
+    rows = {(r["setting"], r["method"]): r for r in bk.read_jsonl(path)}
+    settings = [s for s in FULL_SETTINGS if (s, "qa_finetune") in rows or (s, "mixed") in rows]
+    any_row = next(iter(rows.values()))
+    lines = ["## All 16 bioS settings (PAPER.md §5)", "",
+             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table full` (`make reproduce-full`). "
+             f"Preset `{any_row['preset']}` (N = {any_row['people']}), seed {any_row['seed']}. "
+             + provenance(list(rows.values())) + " One recipe for every row, nothing selected on P_test: QA = bio "
+             "pretraining then full QA finetuning on P_train (the preset's optimiser and epochs); mixed = biographies "
+             "and P_train QA in one run (QAr 0.8). P_test exact match in %; memorised = first-token accuracy on the "
+             "biographies after bio pretraining; Q-probe = whole-value mean (five attributes) of a Q-probe on each "
+             "pretrained model. Paper: GPT-2 124M, N = 100,000; it gives mixed training per attribute for single "
+             "only.", "",
+             "| setting | | QA mean | " + " | ".join(bk.ATTRIBUTES) + " | memorised | mixed mean | "
+             + " | ".join(bk.ATTRIBUTES) + " | Q-probe (QA / mixed model) |", "|---|---|" + "---|" * 16]
+    for s in settings:
+        qa, mix = rows.get((s, "qa_finetune")), rows.get((s, "mixed"))
+        cells = lambda r: [f"**{fmt(r['qa_test']['mean'])}**"] + [fmt(r["qa_test"][a]) for a in bk.ATTRIBUTES] \
+            if r else ["–"] * 7
+        probes = " / ".join(fmt(whole_means(r)[0]) if r else "–" for r in (qa, mix))
+        lines.append(f"| {s} | bioknow | " + " | ".join(cells(qa)) + f" | {fmt(qa and qa['bio_memorization'])} | "
+                     + " | ".join(cells(mix)) + f" | {probes} |")
+        paper_qa, paper_mix = PAPER_TABLE[s]
+        paper_q = PAPER_Q_PROBE.get(s)
+        lines.append("| | paper | " + " | ".join(fmt(v) for v in paper_qa) + " | | "
+                     + " | ".join(fmt(v) for v in paper_mix + [None] * (7 - len(paper_mix))) + " | "
+                     + (fmt(float(np.mean(paper_q[6:]))) if paper_q else "") + " |")
+    means = {m: {s: rows[(s, m)]["qa_test"]["mean"] for s in settings if (s, m) in rows} for m in FULL_METHODS}
+    paper = {m: {s: PAPER_TABLE[s][k][0] for s in means[m]} for k, m in enumerate(FULL_METHODS)}
+    lines += ["", "| the paper's ordering | bioknow | detail | paper |", "|---|---|---|---|"]
+    checks = list(zip(ordering_checks(*means.values()), ordering_checks(*paper.values())))
+    for ours, theirs in checks:
+        lines.append(f"| {ours[0]} | {'yes' if ours[1] else 'NO'} | {ours[2]} | {'yes' if theirs[1] else 'no'} |")
+    gap = {s: means["qa_finetune"][s] - paper["qa_finetune"][s] for s in means["qa_finetune"]}
+    close = [s for s, g in gap.items() if abs(g) <= 5]
+    lines += ["", f"{sum(ours[1] for ours, _ in checks)} of the paper's {len(checks)} orderings hold here "
+                  f"({sum(theirs[1] for _, theirs in checks)} on the paper's own numbers). QA P_test within 5 points "
+                  "of "
+                  f"the paper's: {', '.join(close) or 'no setting'}; {sum(g < -5 for g in gap.values())} settings "
+                  f"below it by more, {sum(g > 5 for g in gap.values())} above."]
+    if len(rows) > 2:
+        corr = q_probe_vs_qa(list(rows.values()))
+        paper_q = [s for s in settings if s in PAPER_Q_PROBE]
+        paper_corr = pearson([float(np.mean(PAPER_Q_PROBE[s][6:])) for s in paper_q],
+                             [float(np.mean(PAPER_TABLE[s][0][2:])) for s in paper_q])
+        lines += ["", f"Q-probe against QA (Result 5): the correlation of the Q-probe whole-value mean with the row's "
+                      f"P_test mean on the same five attributes is {corr['rows'] or '–'} across the {len(rows)} rows "
+                      f"and {corr['row_attributes'] or '–'} across row x attribute pairs (the paper's {len(paper_q)} "
+                      f"Q-probed settings: {paper_corr or '–'})."]
+    return "\n".join(lines) + "\n"
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- celebrity helps minority (Result 6)
+
+# `reproduce --table celebrity` (paper §7, Figure 17): N people with one biography each, alone (P_train half of them)
+# or beside N celebrities with multi5+permute biographies (P_train: the celebrities, P_test: all N). QA finetuning
+# on P_train only, so the minority's QA is never seen: does the celebrities' augmentation teach the model to store
+# the minority's facts extractably? Alone rows reuse the full table's pretrained models when they are there.
+CELEBRITY_ROWS = (("single+permute1", False), ("single+permute1", True), ("single", False), ("single", True))
+PAPER_CELEBRITY = {"single+permute1": (4.4, 86.8), "single": (9.7, 63.2)}  # P_test mean: alone, with celebrities
+
+
+def celebrity_table(preset, seed, out, device, quiet=False):
+    """CELEBRITY_ROWS -> OUT/celebrity.jsonl (rewritten whole): the minority's P_test QA with and without
+    celebrities."""
+    work, path, lines = os.path.join(out, "work", "full"), os.path.join(out, "celebrity.jsonl"), []
+    people = bk.resolve_config(preset).people
+    for setting, with_celebrities in tqdm(CELEBRITY_ROWS, desc="celebrity table", disable=quiet):
+        celebrities = people if with_celebrities else 0
+        row = bk.reproduce_row(setting, "qa_finetune", preset, seed, device, work, True, reuse=True,
+                            celebrities=celebrities)
+        lines.append(table_line(row, preset, seed, device, celebrities=celebrities,
+                                celebrity_aug="multi5+permute" if celebrities else None))
+        bk.rewrite_jsonl(path, lines)
+        print(f"{setting:>16} {'with' if celebrities else 'without'} celebrities: memorised "
+              f"{row['bio_memorization']:5.1f}  P_train {row['qa_train']['mean']:5.1f}  minority P_test "
+              f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
+
+
+def celebrity_markdown(path):
+    rows = bk.read_jsonl(path)
+    lines = ["## Celebrity helps minority (paper §7, Figure 17)", "",
+             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table celebrity`. Preset "
+             f"`{rows[0]['preset']}`: N = {rows[0]['people']} minority people with one biography under the setting; "
+             "alone, QA finetuning on half of them (P_train) and P_test the other half; with celebrities, N more "
+             "people with multi5+permute biographies in the same pretraining, QA finetuning on the celebrities only "
+             "and P_test all N minority people. P_test exact match in %; memorised: first-token accuracy on every "
+             "person's first biography, celebrities included. An alone row that reused the full table's pretrained "
+             "model counts only its finetuning and evaluation minutes. " + provenance(rows), "",
+             "| minority setting | celebrities | memorised | P_train | **minority P_test** | "
+             + " | ".join(bk.ATTRIBUTES)
+             + " | paper P_test | minutes |", "|---|---|---|---|---|" + "---|" * 8]
+    for r in rows:
+        paper = PAPER_CELEBRITY.get(r["setting"], (None, None))[bool(r["celebrities"])]
+        lines.append(f"| {r['setting']} | {r['celebrities'] or 'none'} | {r['bio_memorization']:.1f} | "
+                     f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
+                     + " | ".join(fmt(r["qa_test"][a]) for a in bk.ATTRIBUTES)
+                     + f" | {fmt(paper)} | {r['minutes']:.1f} |")
+    lifts = []
+    for setting, (alone, with_) in PAPER_CELEBRITY.items():
+        ours = {bool(r["celebrities"]): r["qa_test"]["mean"] for r in rows if r["setting"] == setting}
+        if len(ours) == 2:
+            lifts.append((setting, ours[True] - ours[False], with_ - alone))
+    if lifts:
+        shown = all(ours >= 20 for _, ours, _ in lifts)
+        lines += ["", "Celebrities lift the minority by tens of points (20+ for each setting): "
+                  f"{'yes' if shown else 'NO'}; " + "; ".join(f"{s} {ours:+.1f} points (paper {paper:+.1f})"
+                                                            for s, ours, paper in lifts) + "."]
+    return "\n".join(lines) + "\n"
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- GBERT (Result 7)
+
+# `reproduce --table gbert` (paper §8, Figure 9): the same transformer with full attention, pretrained by filling in
+# masked words (--objective mlm), then QA-finetuned or mixed-trained, beside the GPT rows of the full table.
+GBERT_ROWS = tuple((s, m) for s in ("single", "multi5+permute", "multi5+permute+fullname") for m in FULL_METHODS)
+PAPER_GBERT = {("single", "qa_finetune"): 3.7, ("single", "mixed"): 30.1}  # P_test mean; best 39.7 (QA), 43.6 (mixed)
+
+
+def gbert_table(preset, seed, out, device, quiet=False):
+    """GBERT_ROWS -> OUT/gbert.jsonl (rewritten whole), one line a row."""
+    work, path, lines = os.path.join(out, "work", "gbert"), os.path.join(out, "gbert.jsonl"), []
+    for setting, method in tqdm(GBERT_ROWS, desc="gbert table", disable=quiet):
+        row = bk.reproduce_row(setting, method, preset, seed, device, work, True, dict(objective="mlm"))
+        lines.append(table_line(row, preset, seed, device, objective="mlm"))
+        bk.rewrite_jsonl(path, lines)
+        print(f"GBERT {setting:>24} {method:<12} memorised {row['bio_memorization']:5.1f}  P_test "
+              f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
+
+
+def gbert_markdown(path):
+    rows = bk.read_jsonl(path)
+    full_path = os.path.join(os.path.dirname(path), "full_table.jsonl")
+    gpt = {(r["setting"], r["method"]): r for r in (bk.read_jsonl(full_path) if os.path.isfile(full_path) else [])
+           if (r["preset"], r["seed"]) == (rows[0]["preset"], rows[0]["seed"])}
+    lines = ["## GBERT: the bidirectional model (paper §8, Figure 9)", "",
+             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table gbert`. Preset "
+             f"`{rows[0]['preset']}` (N = {rows[0]['people']}); the same transformer with full attention, pretrained "
+             "by filling in masked words (`--objective mlm`: 15% of words; 80% <mask>, 10% random, 10% kept), then "
+             "QA-finetuned (the question and one <mask> per answer token, correct only when all are filled in) or "
+             "mixed-trained. The GPT rows are the full table's (same preset and seed). P_test exact match in %. Paper: "
+             "only birth date and major are learned; single 3.7 (QA) and 30.1 (mixed); best 39.7 (QA), 43.6 "
+             "(mixed). " + provenance(rows),
+             "", "| setting | method | model | memorised | **P_test mean** | " + " | ".join(bk.ATTRIBUTES)
+             + " | paper |",
+             "|---|---|---|---|---|" + "---|" * 7]
+    for r in rows:
+        key = (r["setting"], r["method"])
+        for name, row in (("GBERT", r), ("GPT", gpt.get(key))):
+            if row:
+                lines.append(f"| {r['setting']} | {r['method']} | {name} | {row['bio_memorization']:.1f} | "
+                             f"**{row['qa_test']['mean']:.1f}** | "
+                             + " | ".join(fmt(row["qa_test"][a]) for a in bk.ATTRIBUTES)
+                             + f" | {fmt(PAPER_GBERT.get(key)) if name == 'GBERT' else ''} |")
+    by_attr = {a: float(np.mean([r["qa_test"][a] for r in rows])) for a in bk.ATTRIBUTES}
+    best = sorted(bk.ATTRIBUTES, key=by_attr.get, reverse=True)[:2]
+    lines += ["", f"GBERT's P_test by attribute, mean of its {len(rows)} rows: "
+              + ", ".join(f"{a} {by_attr[a]:.1f}" for a in bk.ATTRIBUTES) + f". Its two best: {' and '.join(best)} "
+              f"(the paper: birth date and major): {'yes' if set(best) == {'birth_date', 'major'} else 'NO'}."]
+    others = [a for a in bk.ATTRIBUTES if a not in ("birth_date", "major")]
+    pairs = [(r, gpt[(r["setting"], r["method"])]) for r in rows if (r["setting"], r["method"]) in gpt
+             and "permute" in r["setting"] and r["method"] == "qa_finetune"]
+    if pairs:
+        ahead = all(g["qa_test"][a] > r["qa_test"][a] for r, g in pairs for a in others)
+        lines += ["", "On multi5+permute(+fullname) after QA finetuning, the GPT is above GBERT on each of the other "
+                      f"four attributes: {'yes' if ahead else 'NO'}."]
+    return "\n".join(lines) + "\n"
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- QA finetuning recipes (Figure 2)
+
+# `finetune-grid` (Figure 2): bioS single pretrained once, then QA-finetuned with each recipe.
+# The paper: P_train reaches ~99% (first token) with every recipe, P_test stays near 10% with every one.
+FINETUNE_GRID = [dict(), dict(lora_qv=8), dict(lora_qv=16), dict(lora_qv=8, lora_emb=128),
+                 dict(lora_qv=16, lora_emb=128)]
+
+
+def recipe_name(overrides):
+    if not overrides.get("lora_qv") and not overrides.get("lora_emb"):
+        return "full finetuning"
+    return f"LoRA q/v rank {overrides.get('lora_qv', 0)}" + (f" + embedding rank {overrides['lora_emb']}"
+                                                             if overrides.get("lora_emb") else "")
+
+
+def finetune_grid(preset, seed, out, device, quiet=False):
+    """FINETUNE_GRID on bioS single -> OUT/finetune_grid.jsonl: P_train first-token and exact-match accuracy and
+    P_test exact match per recipe. Reuses reproduce's pretrained single model when it is there."""
+    work, path = os.path.join(out, "work"), os.path.join(out, "finetune_grid.jsonl")
+    data_dir, data, run, _, _ = bk.pretrained_run("single", "qa_finetune", preset, seed, device, work, quiet,
+                                                  reuse=True)
+    dev, tok, lines = bk.pick_device(device), bk.Tokenizer(data["vocab"]), []
+    split = {s: [r for r in data["qa"] if r["split"] == s] for s in ("train", "test")}
+    for overrides in tqdm(FINETUNE_GRID, desc="bk.finetune grid", disable=quiet):
+        t0 = time.time()
+        cfg = bk.resolve_config(preset, "bk.finetune", seed=seed, device=device, **overrides)
+        model, _ = bk.finetune(cfg, run, data_dir, os.path.join(work, "single-grid"), force=True, quiet=True)
+        qa_train, qa_train_first_token = bk.qa_accuracies(model, tok, split["train"], dev)
+        line = dict(recipe=recipe_name(overrides), lora_qv=cfg.lora_qv, lora_emb=cfg.lora_emb, lr=cfg.lr,
+                    passes=cfg.passes, qa_train_first_token=qa_train_first_token, qa_train=qa_train,
+                    qa_test=bk.qa_accuracies(model, tok, split["test"], dev)[0],
+                    minutes=round((time.time() - t0) / 60, 2),
+                    hardware=bk.hardware_name(dev), bioknow=bk.VERSION, commit=bk.git_commit())
+        lines.append(line)
+        bk.rewrite_jsonl(path, lines)
+        print(f"{line['recipe']:>40}: P_train first token {line['qa_train_first_token']['mean']:.1f}, exact "
+              f"{line['qa_train']['mean']:.1f}; P_test {line['qa_test']['mean']:.1f}", flush=True)
+
+
+def finetune_grid_markdown(path):
+    rows = bk.read_jsonl(path)
+    lines = ["## QA finetuning recipes on bioS single (paper Figure 2)", "",
+             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table finetune-grid`. One pretrained "
+             "bioS single model, QA-finetuned on P_train with each recipe: the preset's optimiser and epochs for all "
+             "(lr 3e-4 was best for LoRA too on held-out P_train people: README); LoRA freezes the base and merges "
+             "the adapters on save. Accuracy in %, mean of the six "
+             "attributes. The paper: P_train ~99% (first token) whatever the recipe, P_test near 10% whatever the "
+             "recipe. " + provenance(rows), "",
+             "| recipe | lr | P_train first token | P_train exact | **P_test exact** | minutes |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['recipe']} | {r['lr']:g} | {r['qa_train_first_token']['mean']:.1f} | "
+                     f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | {r['minutes']:.1f} |")
+    test, first = ([r[k]["mean"] for r in rows] for k in ("qa_test", "qa_train_first_token"))
+    lines += ["", f"P_test stays at {min(test):.1f}-{max(test):.1f}% whatever the recipe, as in the paper; P_train "
+                  f"first-token accuracy is {min(first):.1f}-{max(first):.1f}% here against the paper's ~99% (its "
+                  "50,000 finetuning steps memorise the P_train answers; the preset's 10 epochs do not)."]
+    return "\n".join(lines) + "\n"
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- mixed training: the QA ratio (Figure 10) and larger budgets
+
+# The mixed-training sweep of REPORT.md (`reproduce --table mixed-sweep`): bioS single, mixed training, each line a
+# set of overrides of the cpu preset. Passes and width are the levers; hours on a CPU, minutes on a GPU.
+MIXED_SWEEP = [dict(people=n, passes=p, **kw) for n, p, kw in [
+    (500, 200, {}), (500, 400, {}), (1000, 100, {}), (1000, 200, {}), (1000, 400, {}), (2000, 200, {}),
+    (4000, 200, {}), (8000, 100, {}), (1000, 100, dict(n_layer=1)), (1000, 200, dict(n_layer=4)),
+    (2000, 200, dict(n_layer=4)), (1000, 100, dict(n_embd=192)), (1000, 100, dict(n_embd=256, lr=2e-3)),
+    (2000, 200, dict(n_embd=256, lr=2e-3)), (1000, 100, dict(n_head=2)), (1000, 100, dict(n_head=8)),
+    (1000, 100, dict(rotary_frac=1.0)), (1000, 100, dict(lr=6e-3)), (1000, 100, dict(lr=1e-2, warmup_steps=100)),
+    (2000, 200, dict(lr=1e-3)), (1000, 100, dict(weight_decay=0.0)), (1000, 100, dict(weight_decay=0.5)),
+    (1000, 100, dict(batch_size=4, lr=2e-3)), (1000, 100, dict(qa_ratio=0.5))]]
+
+
+# `reproduce --table qa-ratio` (paper Figure 10): mixed training on bioS single at each QA ratio, at the preset.
+QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)]
+PAPER_QA_RATIO = {0.1: 24.5, 0.2: 53.6, 0.4: 77.5, 0.6: 87.1, 0.8: 85.7}  # PAPER.md §5, P_test mean
+
+
+def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_sweep.jsonl", append=True):
+    """Run a list of mixed-training overrides (MIXED_SWEEP by default), one JSON line a run in OUT/NAME (the rows
+    REPORT.md tabulates): appended to what is there, or (append=False) a file of this run's lines only."""
+    os.makedirs(out, exist_ok=True)
+    path, hardware = os.path.join(out, name), bk.hardware_name(bk.pick_device(device))
+    kept = bk.read_jsonl(path) if append and os.path.isfile(path) else []
+    for overrides in tqdm(MIXED_SWEEP if sweep is None else sweep, desc="mixed sweep", disable=quiet):
+        cfg = bk.resolve_config(preset, seed=seed, device=device, **overrides)
+        row = bk.reproduce_row("single", "mixed", preset, seed, device, os.path.join(out, "work"), True, overrides)
+        line = dict({k: getattr(cfg, k) for k in ("people", "n_layer", "n_head", "n_embd", "passes", "lr",
+                                                  "batch_size", "block_size", "weight_decay", "qa_ratio",
+                                                  "rotary_frac")},
+                    steps=row["pretrain_steps"], bio_memorization=row["bio_memorization"], qa_train=row["qa_train"],
+                    qa_test=row["qa_test"], minutes=row["minutes"], hardware=hardware, bioknow=bk.VERSION,
+                    commit=bk.git_commit())
+        kept.append(line)
+        bk.rewrite_jsonl(path, kept)
+        print(f"mixed {json.dumps(overrides)}: P_test {row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)",
+              flush=True)
+
+
+def mixed_sweep_markdown(path):
+    """A table of mixed-training runs (one JSON object a line, as `bk.reproduce_row` returns plus the run's shape)."""
+    rows = bk.read_jsonl(path)
+    lines = ["## Mixed training at larger budgets", "",
+             f"From `{os.path.basename(path)}` (raw numbers, one run a line). bioS single, mixed training from "
+             "scratch; "
+             "P_test QA mean in %. Regenerate with `python bioknow.py reproduce --table mixed-sweep` "
+             "(the `MIXED_SWEEP` "
+             "list: overrides of the `cpu` preset), then `reproduce --report-only`. Hardware and minutes as recorded "
+             "in the file; lines without a `bioknow` version ran on 0.1.0 (another data order, the tanh GELU, an "
+             "unpadded embedding): comparable in trend, not to the digit.", "",
+             "| people | layers x width | heads | rotary | passes | steps | lr | wd | QAr | batch | memorised | "
+             "P_train | P_test | minutes | hardware |", "|" + "---|" * 15]
+    for r in rows:
+        lines.append(f"| {r['people']} | {r['n_layer']}x{r['n_embd']} | {r['n_head']} | {r['rotary_frac']:g} | "
+                     f"{r['passes']:g} | {r['steps']} | "
+                     f"{r['lr']:g} | {r['weight_decay']:g} | {r['qa_ratio']:g} | {r['batch_size']} | "
+                     f"{r['bio_memorization']:.1f} | {r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
+                     f"{r['minutes']:.1f} | {r['hardware']} |")
+    best = max(rows, key=lambda r: r["qa_test"]["mean"])
+    lines += ["", f"Best P_test {best['qa_test']['mean']:.1f}% (N = {best['people']}, {best['passes']:g} passes, "
+                  f"{best['n_layer']}x{best['n_embd']}), against the paper's 86.6% for mixed training on bioS single: "
+                  "P_test rises with passes and width, but no run here reaches the paper's level."]
+    return "\n".join(lines) + "\n"
+
+
+def qa_ratio_markdown(path):
+    rows = bk.read_jsonl(path)
+    lines = ["## Mixed training and the QA ratio (paper Figure 10)", "",
+             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table qa-ratio`. bioS single, mixed "
+             "training from scratch at the preset, QAr = the probability that a window is QA; accuracy in %. "
+             + provenance(rows), "",
+             "| QAr | steps | memorised | P_train | **P_test** | paper P_test | minutes |", "|" + "---|" * 7]
+    for r in rows:
+        lines.append(f"| {r['qa_ratio']:g} | {r['steps']} | {r['bio_memorization']:.1f} | "
+                     f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
+                     f"{fmt(PAPER_QA_RATIO.get(r['qa_ratio']))} | {r['minutes']:.1f} |")
+    best = max(rows, key=lambda r: r["qa_test"]["mean"])
+    verdict = "the paper's rise is not reproduced at this preset (README: mixed training needs more budget)" if \
+        best["qa_test"]["mean"] < 20 else "compare the rise with the paper's column"
+    lines += ["", f"Best P_test {best['qa_test']['mean']:.1f}% at QAr {best['qa_ratio']:g}; the paper rises from "
+                  f"24.5% at 0.1 to 85-87% at 0.6-0.8: {verdict}."]
+    return "\n".join(lines) + "\n"
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- REPORT.md
+
+def write_report(result, out):
+    """REPORT.md from a reproduce result and its probes, plus each table whose OUT/*.jsonl is there (the finetuning
+    grid, the QA-ratio sweep, and the mixed-training sweep: the scale at which mixed training starts to work)."""
+    markdown = report_markdown(result) + "\n" + probe_markdown(result)
+    for name, table in (("full_table.jsonl", full_table_markdown), ("celebrity.jsonl", celebrity_markdown),
+                        ("gbert.jsonl", gbert_markdown),
+                        ("finetune_grid.jsonl", finetune_grid_markdown), ("qa_ratio.jsonl", qa_ratio_markdown),
+                        ("mixed_sweep.jsonl", mixed_sweep_markdown)):
+        if os.path.isfile(os.path.join(out, name)):
+            markdown += "\n" + table(os.path.join(out, name))
+    bk.write_text(os.path.join(out, "REPORT.md"), markdown)
+    print(markdown)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --- command line
+
+TABLES = {"full": full_table, "celebrity": celebrity_table, "gbert": gbert_table, "finetune-grid": finetune_grid,
+          "qa-ratio": lambda *a, **kw: mixed_sweep(*a, **kw, sweep=QA_RATIO_SWEEP, name="qa_ratio.jsonl", append=False),
+          "mixed-sweep": mixed_sweep}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="experiments/tables.py", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", choices=("report",) + tuple(TABLES),
+                        help="report: render OUT/REPORT.md; any other: run that table into OUT/TABLE.jsonl")
+    parser.add_argument("--preset", help="default: table for full / celebrity / gbert (the cpu preset at N = 500), "
+                                         "cpu otherwise")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        if args.table == "report":
+            path = os.path.join(args.out, "reproduce.json")
+            if not os.path.isfile(path):
+                raise bk.UserError(f"no {path} (run `python bioknow.py reproduce --out {args.out}` first)")
+            return write_report(bk.read_json(path), args.out)
+        preset = args.preset or ("table" if args.table in ("full", "celebrity", "gbert") else bk.DEFAULT_PRESET)
+        TABLES[args.table](preset, args.seed, args.out, args.device, quiet=args.quiet)
+    except bk.UserError as e:
+        print(f"tables: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
