@@ -264,6 +264,33 @@ def test_packed_stream_resumes_from_a_position_and_cuts_any_batch_sizes():
     assert torch.equal(torch.cat(parts + [resumed.windows(25)]), whole)
 
 
+def test_whole_entry_packing_never_splits_an_entry_and_resumes():
+    entries = [np.array([0] + [i + 1] * (3 + i % 5)) for i in range(30)]
+    stream = bk.PackedStream(entries, block_size=12, key=(0, 0), packing="entries")
+    first_pass = stream.pass_windows(0)[0]
+    pieces = []
+    for w in first_pass.tolist():
+        real = [t for t in w if t >= 0]
+        assert w[0] == 0 and w[len(real):] == [-1] * (len(w) - len(real))  # entries first, padding after
+        cut = [i for i, t in enumerate(real) if t == 0] + [len(real)]
+        pieces += [tuple(real[a:b]) for a, b in zip(cut, cut[1:])]
+    assert sorted(pieces) == sorted(tuple(e) for e in entries)  # every entry once, none cut
+    whole = bk.PackedStream(entries, 12, (0, 0), packing="entries").windows(40)  # runs into the second pass
+    parts = [stream.windows(n) for n in (7, 0, 11)]
+    resumed = bk.PackedStream(entries, 12, (0, 0), pos=stream.pos, packing="entries")
+    assert torch.equal(torch.cat(parts + [resumed.windows(22)]), whole)
+
+
+def test_mixed_training_gives_the_biographies_the_bio_rows_passes(tmp_path):
+    bk.generate(str(tmp_path / "d"), 100, "single", quiet=True)
+    data = bk.load_data(str(tmp_path / "d"))
+    bio = bk.pretraining_steps(bk.resolve_config("tiny"), data, 6000)
+    for qa_ratio in (0.5, 0.8):
+        mixed = bk.resolve_config("tiny", mode="mixed", qa_ratio=qa_ratio)
+        assert abs(bk.pretraining_steps(mixed, data, 6000) * (1 - qa_ratio) - bio) <= 1  # the same bio windows
+        assert bk.pretraining_steps(dataclasses.replace(mixed, budget="all"), data, 6000) == bio
+
+
 def test_augmented_data_gets_same_compute(tmp_path):
     cfg = bk.resolve_config("tiny")
     steps = {}
@@ -617,13 +644,14 @@ def crash_after_checkpoints(monkeypatch, n):
     monkeypatch.setattr(bk, "save_checkpoint", save)
 
 
-@pytest.mark.parametrize("stage", ["mixed", "finetune", "lora"])
+@pytest.mark.parametrize("stage", ["mixed", "mixed, whole entries", "finetune", "lora"])
 def test_resume_after_crash_matches_uninterrupted(tmp_path, monkeypatch, stage):
     d, base = str(tmp_path / "d"), str(tmp_path / "base")
     bk.generate(d, 40, "single", quiet=True)
     kw = dict(steps=30, ckpt_every=7, log_every=1) | (dict(lora_qv=2, lora_emb=4, lr=1e-2) if stage == "lora" else {})
-    if stage == "mixed":
-        run = lambda out, **extra: bk.train(bk.resolve_config("tiny", mode="mixed", **kw), d, out, quiet=True, **extra)
+    if stage.startswith("mixed"):
+        kw |= dict(mode="mixed", packing="entries" if "whole" in stage else "stream")
+        run = lambda out, **extra: bk.train(bk.resolve_config("tiny", **kw), d, out, quiet=True, **extra)
     else:
         bk.train(bk.resolve_config("tiny", steps=5), d, base, quiet=True)
         run = lambda out, **extra: bk.finetune(bk.resolve_config("tiny", "finetune", **kw), base, d, out, quiet=True,
@@ -898,6 +926,7 @@ def test_finetune_grid_reuses_the_pretrained_run_and_reports_each_recipe(tmp_pat
     rows = bk.read_jsonl(str(tmp_path / "finetune_grid.jsonl"))
     assert [r["recipe"] for r in rows] == ["full finetuning", "LoRA q/v rank 2 + embedding rank 4"]
     assert rows[1]["lora_emb"] == 4 and set(rows[0]["qa_train_first_token"]) == {"mean", *bk.ATTRIBUTES}
+    assert rows[0]["lr"] == bk.resolve_config("tiny", "finetune").lr  # the finetuning stage's recipe
     assert "| LoRA q/v rank 2 + embedding rank 4 |" in tables.finetune_grid_markdown(str(tmp_path / "finetune_grid.jsonl"))
 
 
@@ -975,3 +1004,31 @@ def test_report_renders_the_committed_results_and_refuses_without_them(tmp_path,
         tables.main(["report", "--out", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "no " in err and not (tmp_path / "none").exists()
+
+
+def test_rows_run_side_by_side_give_the_rows_run_one_by_one(tmp_path):
+    """--jobs runs rows in processes of their own; each row's numbers are what the same row gives run alone."""
+    small = dict(people=40, passes=1)
+    tasks = [dict(setting="single", method=m, train_overrides=small) for m in ("mixed", "qa_finetune")]
+    alone = {t["method"]: row for t, row in tables.run_rows(tasks, "tiny", 0, "cpu", str(tmp_path / "a"), quiet=True)}
+    both = {t["method"]: row for t, row in tables.run_rows(tasks, "tiny", 0, "cpu", str(tmp_path / "b"), jobs=2,
+                                                           quiet=True)}
+    for method in alone:
+        assert {k: v for k, v in both[method].items() if k != "minutes"} == {
+            k: v for k, v in alone[method].items() if k != "minutes"}
+
+
+def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "SCALE_POINTS", [dict(people=40, passes=1, where="cpu"),
+                                                 dict(people=40, passes=1, n_embd=64, where="cpu"),
+                                                 dict(people=40, passes=1, where="gpu")])
+    monkeypatch.setattr(tables, "SCALE_SEEDS", (0,))
+    tables.scale_study("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    rows = bk.read_jsonl(str(tmp_path / "mixed_scale.jsonl"))
+    assert [r["overrides"] for r in rows] == [dict(people=40, passes=1), dict(people=40, passes=1, n_embd=64)]
+    assert all(r["config"]["mode"] == "mixed" and r["hardware"].startswith("cpu") and "minutes" in r for r in rows)
+    assert all(r["config"]["people"] == 40 and r["seed"] == 0 and "memorization_p_test" in r for r in rows)
+    tables.scale_study("tiny", 0, str(tmp_path), "cpu", quiet=True)  # nothing left to run
+    assert bk.read_jsonl(str(tmp_path / "mixed_scale.jsonl")) == rows
+    table = tables.scale_markdown(str(tmp_path / "mixed_scale.jsonl"))
+    assert table.count("**not memorised**") == 2 and "| 40 | 1x64 |" in table

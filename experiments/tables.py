@@ -14,10 +14,13 @@ Each writes one JSONL file in --out (results/ by default), a line a run with its
 minutes and commit; `report` renders them all.
 """
 import argparse
+import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 from tqdm import tqdm
@@ -101,19 +104,64 @@ def table_line(row, preset, seed, device, **extra):
                 hardware=bk.hardware_name(bk.pick_device(device)), bioknow=bk.VERSION, commit=bk.git_commit())
 
 
+def run_rows(tasks, preset, seed, device, work, jobs=1, quiet=False, desc=""):
+    """Run each task (bk.reproduce_row's setting, method and options; a task may set its own seed and work
+    directory) and yield (task, row) as rows finish. jobs > 1 runs that many rows side by side, each in a process of
+    its own on one thread: a small model barely uses a second core, and a GPU has room for many. The data
+    directories are made first, so no two processes write one; rows run side by side need work directories of their
+    own unless they share their data only."""
+    calls = [dict(preset=preset, seed=seed, device=device, work=work, quiet=True) | task for task in tasks]
+    for c in calls:
+        people = bk.resolve_config(preset, **c.get("train_overrides") or {}).people
+        bk.setting_data(c["setting"], people, c["seed"], c["work"], c.get("celebrities", 0), quiet=True)
+    bar = tqdm(total=len(calls), desc=desc, disable=quiet)
+    if jobs <= 1:
+        for task, c in zip(tasks, calls):
+            yield task, bk.reproduce_row(**c)
+            bar.update()
+        return
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=one_thread) as pool:
+        futures = {pool.submit(reproduce_row, c): task for task, c in zip(tasks, calls)}
+        for future in as_completed(futures):
+            bar.update()
+            yield futures[future], future.result()
+
+
+def one_thread():
+    bk.torch.set_num_threads(1)
+
+
+def reproduce_row(kwargs):
+    return bk.reproduce_row(**kwargs)
+
+
+def memorised_cell(row):
+    """A row's memorisation of its biographies (first token, %), P_train / P_test, marked when its P_test biographies
+    are under bioknow's MEMORISED: such a row does not test the paper's claim. Older lines have one number for all."""
+    if "memorization_p_test" not in row:
+        return f"{row['bio_memorization']:.1f}" + (" (not memorised)" if row["bio_memorization"] < bk.MEMORISED else "")
+    train, test = row["memorization_p_train"]["mean"], row["memorization_p_test"]["mean"]
+    return f"{train:.1f} / {test:.1f}" + (" **not memorised**" if test < bk.MEMORISED else "")
+
+
+def is_memorised(row):
+    return row.get("memorization_p_test", {}).get("mean", row["bio_memorization"]) >= bk.MEMORISED
+
+
 def whole_means(row):
     """A row's Q-probe whole-value accuracy and its QA P_test accuracy, each the mean of the same five attributes."""
     return (float(np.mean([row["q_probe"]["whole"][a] for a in bk.ATTRIBUTES[1:]])),
             float(np.mean([row["qa_test"][a] for a in bk.ATTRIBUTES[1:]])))
 
+
 # ----------------------------------------------------------------------------------------------------------------------
 # --- the headline report: `python bioknow.py reproduce`'s rows and their probes (Results 1-5, Figures 5 and 7)
 
-# What the default preset must show (issue 2): memorised yet not extractable; augmentation and mixing fix it.
+# What the default preset must show: memorised yet not extractable; augmentation and mixing fix it.
 THRESHOLDS = {
     ("single", "qa_finetune"): "bio memorisation >= 95% on every attribute, P_test mean <= 20%",
     ("multi5+permute+fullname", "qa_finetune"): "P_test mean >= 70%",
-    ("single", "mixed"): "P_test mean >= 60%",
+    ("single", "mixed"): "P_test mean >= 60%, its P_test biographies >= 95% memorised",
 }
 
 
@@ -124,7 +172,7 @@ def meets_threshold(row):
     if key == ("multi5+permute+fullname", "qa_finetune"):
         return row["qa_test"]["mean"] >= 70
     if key == ("single", "mixed"):
-        return row["qa_test"]["mean"] >= 60
+        return row["qa_test"]["mean"] >= 60 and is_memorised(row)
     return None
 
 
@@ -135,14 +183,14 @@ def report_markdown(result):
              f"Seed {result['seed']}. Command: `{result['command']}`.", "",
              "Accuracy in %, exact match of the whole answer, greedy decoding. P_train: people whose QA was trained "
              "on; "
-             "P_test: the other half, whose QA was never seen. Paper: GPT-2 124M, N = 100,000 (PAPER.md §5).", "",
-             "| setting | method | memorised (bio first-token, min) | split | " + " | ".join(cols) + " |",
+             "P_test: the other half, whose QA was never seen; memorised: first-token accuracy on the biographies of "
+             "P_train / P_test people. Paper: GPT-2 124M, N = 100,000 (Figures 1 and 3).", "",
+             "| setting | method | memorised | split | " + " | ".join(cols) + " |",
              "|---|---|---|---|" + "---|" * len(cols)]
     for row in result["rows"]:
         key = (row["setting"], row["method"])
         paper = PAPER_QA.get(key)
-        mem = f"{row['bio_memorization']:.1f} ({row['bio_memorization_min']:.1f})"
-        lines.append(f"| {row['setting']} | {row['method']} | {mem} | P_train | "
+        lines.append(f"| {row['setting']} | {row['method']} | {memorised_cell(row)} | P_train | "
                      + " | ".join(fmt(row["qa_train"][c]) for c in cols) + " |")
         lines.append("| | | | **P_test** | " + " | ".join(f"**{fmt(row['qa_test'][c])}**" for c in cols) + " |")
         if paper:
@@ -158,8 +206,8 @@ def report_markdown(result):
             lines += ["", f"**Not reproduced at this preset:** {row['setting']} {row['method']} should show "
                           f"{THRESHOLDS[(row['setting'], row['method'])]}; it shows P_test "
                           f"{row['qa_test']['mean']:.1f} "
-                          f"with the biographies {row['bio_memorization']:.1f}% memorised (min "
-                          f"{row['bio_memorization_min']:.1f}). The README's errata say what was tried."]
+                          f"with the biographies {memorised_cell(row)}% memorised (P_train / P_test). The notes "
+                          "below say what was tried."]
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +221,7 @@ def q_probe_vs_qa(rows):
 
 
 def probe_checks(rows):
-    """What the default preset must show about the probes (issue 5), each as (claim, shown: bool)."""
+    """What the default preset must show about the probes, each as (claim, shown: bool)."""
     by = {(r["setting"], r["method"]): r for r in rows if "p_probe" in r or "q_probe" in r}
     single, augmented = by.get(("single", "qa_finetune")), by.get(("multi5+permute+fullname", "qa_finetune"))
     checks = []
@@ -200,9 +248,9 @@ def probe_markdown(result):
     rows = [r for r in result["rows"] if "p_probe" in r or "q_probe" in r]
     if not rows:
         return ""
-    lines = ["## Probing: where the pretrained model keeps each fact (paper §6)", "",
+    lines = ["## Probing: where the pretrained model keeps each fact (Results 4-5)", "",
              "Frozen pretrained models (before QA finetuning), probes trained on P_train people and scored on P_test "
-             "people, accuracy in %; `base` is the majority guess. Recipe (README, \"Probing\"): read-outs fitted on "
+             "people, accuracy in %; `base` is the majority guess. Recipe (notes below): read-outs fitted on "
              "the frozen features, then trained with the rank-2 (P) / rank-16 (Q) embedding update; AdamW lr 1e-3, "
              "wd 0.3, linear decay."]
     for row in rows:
@@ -213,7 +261,7 @@ def probe_markdown(result):
                   "Read at the token just before each attribute, positions 0-5 in sentence order"
                   + (" (fixed order: position k precedes attribute k)." if "permute" not in row["setting"] else
                      " (permuted: the attribute at each position varies).")
-                  + " Whole value for five attributes (birth date: first token only). Paper: PAPER.md §6"
+                  + " Whole value for five attributes (birth date: first token only). Paper: Figure 5"
                   + (" (its augmented row is multi5+permute)." if row["setting"] != "single" else "."), "",
                   "| target | kind | base | " + " | ".join(f"pos {i}" for i in range(6)) + " | paper (first token) |",
                   "|---|---|---|" + "---|" * 7]
@@ -223,7 +271,7 @@ def probe_markdown(result):
                 lines.append(f"| {attr} | {kind.replace('_', ' ')} | {fmt(p['baseline'][kind][attr])} | "
                              + " | ".join(fmt(v) for v in accs) + f" | {' '.join(fmt(v) for v in paper or [])} |")
     lines += ["", "### Q-probing (Figure 7)", "",
-              "Only the full name after a start token, read at the name's last token. Paper rows as in PAPER.md §6 "
+              "Only the full name after a start token, read at the name's last token. Paper rows from Figure 7 "
               "(its Q-probe reads an end token after the name). QA P_test: the row's QA accuracy (mean of the same "
               "five attributes as the whole-value columns).", "",
               "| setting | method | " + " | ".join(f"first {a}" for a in bk.ATTRIBUTES) + " | "
@@ -254,7 +302,7 @@ def probe_markdown(result):
 # ----------------------------------------------------------------------------------------------------------------------
 # --- all 16 bioS settings (Figure 3, Result 5)
 
-# `reproduce --table full` (PAPER.md §5): all 16 bioS settings, each with QA finetuning after bio pretraining and with
+# `full` (Figure 3): all 16 bioS settings, each with QA finetuning after bio pretraining and with
 # mixed training, every pretrained model Q-probed (Result 5). 32 pretraining runs: the `table` preset (the cpu preset
 # at a smaller N) keeps them within 90 minutes on 2 cores.
 FULL_SETTINGS = ("single", "single+fullname", "single+permute1", "single+permute2", "single+permute5",
@@ -264,9 +312,10 @@ FULL_SETTINGS = ("single", "single+fullname", "single+permute1", "single+permute
 FULL_METHODS = ("qa_finetune", "mixed")
 
 
-def full_table(preset, seed, out, device, quiet=False):
-    """Every setting x method, Q-probed -> OUT/full_table.jsonl, a line a row as it finishes. Rows already there for
-    this preset and seed are kept, so a killed run continues where it stopped (delete the file to start over)."""
+def full_table(preset, seed, out, device, quiet=False, jobs=1):
+    """Every setting x method, Q-probed -> OUT/full_table.jsonl, a line a row as it finishes (in table order). Rows
+    already there for this preset and seed are kept, so a killed run continues where it stopped (delete the file to
+    start over)."""
     os.makedirs(out, exist_ok=True)
     path, work = os.path.join(out, "full_table.jsonl"), os.path.join(out, "work", "full")
     lines = bk.read_jsonl(path) if os.path.isfile(path) else []
@@ -274,18 +323,18 @@ def full_table(preset, seed, out, device, quiet=False):
     if kept:
         print(f"keeping the {len(kept)} finished rows of {path} (delete it to rerun them)", flush=True)
     done = {(r["setting"], r["method"]) for r in kept}
-    todo = [(s, m) for s in FULL_SETTINGS for m in FULL_METHODS if (s, m) not in done]
-    for setting, method in tqdm(todo, desc="full table", disable=quiet):
-        row = bk.reproduce_row(setting, method, preset, seed, device, work, True, probes=("q",))
+    order = [(s, m) for s in FULL_SETTINGS for m in FULL_METHODS]
+    tasks = [dict(setting=s, method=m, probes=("q",)) for s, m in order if (s, m) not in done]
+    for _, row in run_rows(tasks, preset, seed, device, work, jobs, quiet, "full table"):
         kept.append(table_line(row, preset, seed, device))
-        bk.rewrite_jsonl(path, kept)
-        print(f"{setting:>26} {method:<12} memorised {row['bio_memorization']:5.1f}  P_test "
+        bk.rewrite_jsonl(path, sorted(kept, key=lambda r: order.index((r["setting"], r["method"]))))
+        print(f"{row['setting']:>26} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
               f"{row['qa_test']['mean']:5.1f}  Q-probe {whole_means(row)[0]:5.1f}  ({row['minutes']:.1f} min)",
               flush=True)
 
 
 def ordering_checks(qa, mixed):
-    """The orderings the paper reports across the settings (PAPER.md §5), checked on {setting: P_test mean} of QA
+    """The orderings the paper reports across the settings (Figure 3), checked on {setting: P_test mean} of QA
     finetuning and of mixed training: a list of (claim, holds, detail), each over the settings that are there."""
     def pairs(claim, lower_higher, margin=0.0, need=None):
         lower_higher = [(lo, hi) for lo, hi in lower_higher if lo in qa and hi in qa]
@@ -312,28 +361,31 @@ def full_table_markdown(path):
     rows = {(r["setting"], r["method"]): r for r in bk.read_jsonl(path)}
     settings = [s for s in FULL_SETTINGS if (s, "qa_finetune") in rows or (s, "mixed") in rows]
     any_row = next(iter(rows.values()))
-    lines = ["## All 16 bioS settings (PAPER.md §5)", "",
-             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table full` (`make reproduce-full`). "
+    lines = ["## All 16 bioS settings (Figure 3)", "",
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py full` (`make reproduce-full`). "
              f"Preset `{any_row['preset']}` (N = {any_row['people']}), seed {any_row['seed']}. "
              + provenance(list(rows.values())) + " One recipe for every row, nothing selected on P_test: QA = bio "
              "pretraining then full QA finetuning on P_train (the preset's optimiser and epochs); mixed = biographies "
-             "and P_train QA in one run (QAr 0.8). P_test exact match in %; memorised = first-token accuracy on the "
-             "biographies after bio pretraining; Q-probe = whole-value mean (five attributes) of a Q-probe on each "
+             "and P_train QA in one run (QAr 0.8; its biographies get the bio rows' passes unless a line says "
+             "otherwise). "
+             "P_test exact match in %; memorised = first-token accuracy on the biographies of P_train / P_test "
+             "people after pretraining, **not memorised** under 95% on P_test: such a row does not test the paper's "
+             "claim; Q-probe = whole-value mean (five attributes) of a Q-probe on each "
              "pretrained model. Paper: GPT-2 124M, N = 100,000; it gives mixed training per attribute for single "
              "only.", "",
              "| setting | | QA mean | " + " | ".join(bk.ATTRIBUTES) + " | memorised | mixed mean | "
-             + " | ".join(bk.ATTRIBUTES) + " | Q-probe (QA / mixed model) |", "|---|---|" + "---|" * 16]
+             + " | ".join(bk.ATTRIBUTES) + " | memorised | Q-probe (QA / mixed model) |", "|---|---|" + "---|" * 17]
     for s in settings:
         qa, mix = rows.get((s, "qa_finetune")), rows.get((s, "mixed"))
         cells = lambda r: [f"**{fmt(r['qa_test']['mean'])}**"] + [fmt(r["qa_test"][a]) for a in bk.ATTRIBUTES] \
             if r else ["–"] * 7
         probes = " / ".join(fmt(whole_means(r)[0]) if r else "–" for r in (qa, mix))
-        lines.append(f"| {s} | bioknow | " + " | ".join(cells(qa)) + f" | {fmt(qa and qa['bio_memorization'])} | "
-                     + " | ".join(cells(mix)) + f" | {probes} |")
+        lines.append(f"| {s} | bioknow | " + " | ".join(cells(qa)) + f" | {memorised_cell(qa) if qa else '–'} | "
+                     + " | ".join(cells(mix)) + f" | {memorised_cell(mix) if mix else '–'} | {probes} |")
         paper_qa, paper_mix = PAPER_TABLE[s]
         paper_q = PAPER_Q_PROBE.get(s)
         lines.append("| | paper | " + " | ".join(fmt(v) for v in paper_qa) + " | | "
-                     + " | ".join(fmt(v) for v in paper_mix + [None] * (7 - len(paper_mix))) + " | "
+                     + " | ".join(fmt(v) for v in paper_mix + [None] * (7 - len(paper_mix))) + " | | "
                      + (fmt(float(np.mean(paper_q[6:]))) if paper_q else "") + " |")
     means = {m: {s: rows[(s, m)]["qa_test"]["mean"] for s in settings if (s, m) in rows} for m in FULL_METHODS}
     paper = {m: {s: PAPER_TABLE[s][k][0] for s in means[m]} for k, m in enumerate(FULL_METHODS)}
@@ -362,47 +414,60 @@ def full_table_markdown(path):
 # ----------------------------------------------------------------------------------------------------------------------
 # --- celebrity helps minority (Result 6)
 
-# `reproduce --table celebrity` (paper §7, Figure 17): N people with one biography each, alone (P_train half of them)
+# `celebrity` (Result 6, Figure 17): N people with one biography each, alone (P_train half of them)
 # or beside N celebrities with multi5+permute biographies (P_train: the celebrities, P_test: all N). QA finetuning
 # on P_train only, so the minority's QA is never seen: does the celebrities' augmentation teach the model to store
-# the minority's facts extractably? Alone rows reuse the full table's pretrained models when they are there.
+# the minority's facts extractably? The budget is counted per minority entry: each is seen the preset's passes, with
+# celebrities or without. Alone rows reuse the full table's pretrained models when they are there.
 CELEBRITY_ROWS = (("single+permute1", False), ("single+permute1", True), ("single", False), ("single", True))
 PAPER_CELEBRITY = {"single+permute1": (4.4, 86.8), "single": (9.7, 63.2)}  # P_test mean: alone, with celebrities
 
 
-def celebrity_table(preset, seed, out, device, quiet=False):
+def celebrity_passes(preset, setting, celebrities):
+    """Passes over one-entry-a-person data of everyone that give each minority entry the preset's passes."""
+    cfg, minority = bk.resolve_config(preset), bk.entries_per_person(bk.parse_aug(setting))
+    entries = cfg.people * minority + celebrities * bk.entries_per_person(bk.parse_aug("multi5+permute"))
+    return cfg.passes * entries / ((cfg.people + celebrities) * minority)
+
+
+def celebrity_table(preset, seed, out, device, quiet=False, jobs=1):
     """CELEBRITY_ROWS -> OUT/celebrity.jsonl (rewritten whole): the minority's P_test QA with and without
     celebrities."""
     work, path, lines = os.path.join(out, "work", "full"), os.path.join(out, "celebrity.jsonl"), []
     people = bk.resolve_config(preset).people
-    for setting, with_celebrities in tqdm(CELEBRITY_ROWS, desc="celebrity table", disable=quiet):
-        celebrities = people if with_celebrities else 0
-        row = bk.reproduce_row(setting, "qa_finetune", preset, seed, device, work, True, reuse=True,
-                            celebrities=celebrities)
-        lines.append(table_line(row, preset, seed, device, celebrities=celebrities,
-                                celebrity_aug="multi5+permute" if celebrities else None))
-        bk.rewrite_jsonl(path, lines)
-        print(f"{setting:>16} {'with' if celebrities else 'without'} celebrities: memorised "
-              f"{row['bio_memorization']:5.1f}  P_train {row['qa_train']['mean']:5.1f}  minority P_test "
+    tasks = [dict(setting=s, method="qa_finetune", reuse=True, celebrities=people if c else 0,
+                  train_overrides=dict(passes=celebrity_passes(preset, s, people if c else 0)))
+             for s, c in CELEBRITY_ROWS]
+    for task, row in run_rows(tasks, preset, seed, device, work, jobs, quiet, "celebrity table"):
+        celebrities = task["celebrities"]
+        lines.append(table_line(row, preset, seed, device, celebrities=celebrities, passes=task["train_overrides"][
+            "passes"], celebrity_aug="multi5+permute" if celebrities else None))
+        order = [(t["setting"], t["celebrities"]) for t in tasks]
+        bk.rewrite_jsonl(path, sorted(lines, key=lambda r: order.index((r["setting"], r["celebrities"]))))
+        print(f"{row['setting']:>16} {'with' if celebrities else 'without'} celebrities: memorised "
+              f"{memorised_cell(row)}  P_train {row['qa_train']['mean']:5.1f}  minority P_test "
               f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
 
 
 def celebrity_markdown(path):
     rows = bk.read_jsonl(path)
-    lines = ["## Celebrity helps minority (paper §7, Figure 17)", "",
-             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table celebrity`. Preset "
+    lines = ["## Celebrity helps minority (Result 6, Figure 17)", "",
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py celebrity`. Preset "
              f"`{rows[0]['preset']}`: N = {rows[0]['people']} minority people with one biography under the setting; "
              "alone, QA finetuning on half of them (P_train) and P_test the other half; with celebrities, N more "
              "people with multi5+permute biographies in the same pretraining, QA finetuning on the celebrities only "
-             "and P_test all N minority people. P_test exact match in %; memorised: first-token accuracy on every "
-             "person's first biography, celebrities included. An alone row that reused the full table's pretrained "
-             "model counts only its finetuning and evaluation minutes. " + provenance(rows), "",
-             "| minority setting | celebrities | memorised | P_train | **minority P_test** | "
+             "and P_test all N minority people. P_test exact match in %; memorised: first-token accuracy on the "
+             "biographies of P_train / P_test people (with celebrities: celebrities / minority). The budget is counted "
+             "per minority entry (passes: over one-entry-a-person data of everyone). An alone row that reused the "
+             "full table's pretrained model counts only its finetuning and evaluation minutes. " + provenance(rows),
+             "",
+             "| minority setting | celebrities | passes | memorised | P_train | **minority P_test** | "
              + " | ".join(bk.ATTRIBUTES)
-             + " | paper P_test | minutes |", "|---|---|---|---|---|" + "---|" * 8]
+             + " | paper P_test | minutes |", "|---|---|---|---|---|---|" + "---|" * 8]
     for r in rows:
         paper = PAPER_CELEBRITY.get(r["setting"], (None, None))[bool(r["celebrities"])]
-        lines.append(f"| {r['setting']} | {r['celebrities'] or 'none'} | {r['bio_memorization']:.1f} | "
+        lines.append(f"| {r['setting']} | {r['celebrities'] or 'none'} | {fmt(r.get('passes'))} | "
+                     f"{memorised_cell(r)} | "
                      f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
                      + " | ".join(fmt(r["qa_test"][a]) for a in bk.ATTRIBUTES)
                      + f" | {fmt(paper)} | {r['minutes']:.1f} |")
@@ -421,20 +486,22 @@ def celebrity_markdown(path):
 # ----------------------------------------------------------------------------------------------------------------------
 # --- GBERT (Result 7)
 
-# `reproduce --table gbert` (paper §8, Figure 9): the same transformer with full attention, pretrained by filling in
-# masked words (--objective mlm), then QA-finetuned or mixed-trained, beside the GPT rows of the full table.
+# `gbert` (Result 7, Figure 9): the same transformer with full attention, pretrained by filling in
+# masked words (--objective mlm), then QA-finetuned or mixed-trained, beside the GPT rows of the full table. The paper
+# trains GBERT twice as long as the GPT (Appendix H): twice the preset's passes.
 GBERT_ROWS = tuple((s, m) for s in ("single", "multi5+permute", "multi5+permute+fullname") for m in FULL_METHODS)
 PAPER_GBERT = {("single", "qa_finetune"): 3.7, ("single", "mixed"): 30.1}  # P_test mean; best 39.7 (QA), 43.6 (mixed)
 
 
-def gbert_table(preset, seed, out, device, quiet=False):
+def gbert_table(preset, seed, out, device, quiet=False, jobs=1):
     """GBERT_ROWS -> OUT/gbert.jsonl (rewritten whole), one line a row."""
     work, path, lines = os.path.join(out, "work", "gbert"), os.path.join(out, "gbert.jsonl"), []
-    for setting, method in tqdm(GBERT_ROWS, desc="gbert table", disable=quiet):
-        row = bk.reproduce_row(setting, method, preset, seed, device, work, True, dict(objective="mlm"))
-        lines.append(table_line(row, preset, seed, device, objective="mlm"))
-        bk.rewrite_jsonl(path, lines)
-        print(f"GBERT {setting:>24} {method:<12} memorised {row['bio_memorization']:5.1f}  P_test "
+    overrides = dict(objective="mlm", passes=2 * bk.resolve_config(preset).passes)
+    tasks = [dict(setting=s, method=m, train_overrides=overrides) for s, m in GBERT_ROWS]
+    for _, row in run_rows(tasks, preset, seed, device, work, jobs, quiet, "gbert table"):
+        lines.append(table_line(row, preset, seed, device, **overrides))
+        bk.rewrite_jsonl(path, sorted(lines, key=lambda r: GBERT_ROWS.index((r["setting"], r["method"]))))
+        print(f"GBERT {row['setting']:>24} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
               f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
 
 
@@ -443,12 +510,13 @@ def gbert_markdown(path):
     full_path = os.path.join(os.path.dirname(path), "full_table.jsonl")
     gpt = {(r["setting"], r["method"]): r for r in (bk.read_jsonl(full_path) if os.path.isfile(full_path) else [])
            if (r["preset"], r["seed"]) == (rows[0]["preset"], rows[0]["seed"])}
-    lines = ["## GBERT: the bidirectional model (paper §8, Figure 9)", "",
-             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table gbert`. Preset "
+    lines = ["## GBERT: the bidirectional model (Result 7, Figure 9)", "",
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py gbert`. Preset "
              f"`{rows[0]['preset']}` (N = {rows[0]['people']}); the same transformer with full attention, pretrained "
              "by filling in masked words (`--objective mlm`: 15% of words; 80% <mask>, 10% random, 10% kept), then "
              "QA-finetuned (the question and one <mask> per answer token, correct only when all are filled in) or "
-             "mixed-trained. The GPT rows are the full table's (same preset and seed). P_test exact match in %. Paper: "
+             "mixed-trained, for twice the GPT's passes unless the line says otherwise. The GPT rows are the full "
+             "table's (same preset and seed). P_test exact match in %; memorised: P_train / P_test. Paper: "
              "only birth date and major are learned; single 3.7 (QA) and 30.1 (mixed); best 39.7 (QA), 43.6 "
              "(mixed). " + provenance(rows),
              "", "| setting | method | model | memorised | **P_test mean** | " + " | ".join(bk.ATTRIBUTES)
@@ -458,7 +526,7 @@ def gbert_markdown(path):
         key = (r["setting"], r["method"])
         for name, row in (("GBERT", r), ("GPT", gpt.get(key))):
             if row:
-                lines.append(f"| {r['setting']} | {r['method']} | {name} | {row['bio_memorization']:.1f} | "
+                lines.append(f"| {r['setting']} | {r['method']} | {name} | {memorised_cell(row)} | "
                              f"**{row['qa_test']['mean']:.1f}** | "
                              + " | ".join(fmt(row["qa_test"][a]) for a in bk.ATTRIBUTES)
                              + f" | {fmt(PAPER_GBERT.get(key)) if name == 'GBERT' else ''} |")
@@ -500,9 +568,9 @@ def finetune_grid(preset, seed, out, device, quiet=False):
                                                   reuse=True)
     dev, tok, lines = bk.pick_device(device), bk.Tokenizer(data["vocab"]), []
     split = {s: [r for r in data["qa"] if r["split"] == s] for s in ("train", "test")}
-    for overrides in tqdm(FINETUNE_GRID, desc="bk.finetune grid", disable=quiet):
+    for overrides in tqdm(FINETUNE_GRID, desc="finetune grid", disable=quiet):
         t0 = time.time()
-        cfg = bk.resolve_config(preset, "bk.finetune", seed=seed, device=device, **overrides)
+        cfg = bk.resolve_config(preset, "finetune", seed=seed, device=device, **overrides)
         model, _ = bk.finetune(cfg, run, data_dir, os.path.join(work, "single-grid"), force=True, quiet=True)
         qa_train, qa_train_first_token = bk.qa_accuracies(model, tok, split["train"], dev)
         line = dict(recipe=recipe_name(overrides), lora_qv=cfg.lora_qv, lora_emb=cfg.lora_emb, lr=cfg.lr,
@@ -519,9 +587,10 @@ def finetune_grid(preset, seed, out, device, quiet=False):
 def finetune_grid_markdown(path):
     rows = bk.read_jsonl(path)
     lines = ["## QA finetuning recipes on bioS single (paper Figure 2)", "",
-             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table finetune-grid`. One pretrained "
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py finetune-grid`. One pretrained "
              "bioS single model, QA-finetuned on P_train with each recipe: the preset's optimiser and epochs for all "
-             "(lr 3e-4 was best for LoRA too on held-out P_train people: README); LoRA freezes the base and merges "
+             "(lr 3e-4 was best for LoRA too on held-out P_train people: notes below); LoRA freezes the base and "
+             "merges "
              "the adapters on save. Accuracy in %, mean of the six "
              "attributes. The paper: P_train ~99% (first token) whatever the recipe, P_test near 10% whatever the "
              "recipe. " + provenance(rows), "",
@@ -539,9 +608,27 @@ def finetune_grid_markdown(path):
 # ----------------------------------------------------------------------------------------------------------------------
 # --- mixed training: the QA ratio (Figure 10) and larger budgets
 
-# The mixed-training sweep of REPORT.md (`reproduce --table mixed-sweep`): bioS single, mixed training, each line a
-# set of overrides of the cpu preset. Passes and width are the levers; hours on a CPU, minutes on a GPU.
-MIXED_SWEEP = [dict(people=n, passes=p, **kw) for n, p, kw in [
+# `qa-ratio` (Figure 10): mixed training on bioS single at each QA ratio, at the preset, the biographies getting the
+# preset's passes at every ratio (the steps scaled by 1 / (1 - QAr)).
+QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)]
+PAPER_QA_RATIO = {0.1: 24.5, 0.2: 53.6, 0.4: 77.5, 0.6: 87.1, 0.8: 85.7}  # Figure 10, P_test mean
+
+# `scale`: where mixed training on bioS single starts to work. Each point a set of overrides of the cpu preset, run
+# for seeds 0 and 1; biographies get 60 passes (budget "bio"), QAr 0.8. `where` says which machine it is sized for:
+# a cpu point takes at most ~40 minutes on one thread, a gpu point longer (`--device cuda` runs those).
+SCALE_POINTS = [dict(people=n, **kw, where=w) for n, kw, w in [
+    (500, {}, "cpu"), (1000, {}, "cpu"), (1000, dict(packing="entries"), "cpu"),
+    (1000, dict(block_size=512, batch_size=2), "cpu"), (2000, {}, "cpu"),
+    (500, dict(n_layer=4), "gpu"), (500, dict(n_embd=256), "gpu"), (500, dict(packing="entries"), "gpu"),
+    (500, dict(block_size=512, batch_size=2), "gpu"), (500, dict(n_layer=4, n_embd=256), "gpu"),
+    (500, dict(n_layer=8), "gpu"), (1000, dict(n_layer=4), "gpu"), (1000, dict(n_embd=256), "gpu"),
+    (1000, dict(n_layer=8), "gpu"), (2000, {}, "gpu"), (2000, dict(n_layer=4, n_embd=256), "gpu"),
+    (4000, {}, "gpu"), (8000, {}, "gpu")]]
+SCALE_SEEDS = (0, 1)
+
+# The earlier mixed-training sweep (`mixed-sweep`): bioS single, mixed training, its passes counting every window
+# (budget "all"), each line a set of overrides of the cpu preset; one seed. Passes and width were the levers.
+MIXED_SWEEP = [dict(people=n, passes=p, budget="all", **kw) for n, p, kw in [
     (500, 200, {}), (500, 400, {}), (1000, 100, {}), (1000, 200, {}), (1000, 400, {}), (2000, 200, {}),
     (4000, 200, {}), (8000, 100, {}), (1000, 100, dict(n_layer=1)), (1000, 200, dict(n_layer=4)),
     (2000, 200, dict(n_layer=4)), (1000, 100, dict(n_embd=192)), (1000, 100, dict(n_embd=256, lr=2e-3)),
@@ -549,91 +636,154 @@ MIXED_SWEEP = [dict(people=n, passes=p, **kw) for n, p, kw in [
     (1000, 100, dict(rotary_frac=1.0)), (1000, 100, dict(lr=6e-3)), (1000, 100, dict(lr=1e-2, warmup_steps=100)),
     (2000, 200, dict(lr=1e-3)), (1000, 100, dict(weight_decay=0.0)), (1000, 100, dict(weight_decay=0.5)),
     (1000, 100, dict(batch_size=4, lr=2e-3)), (1000, 100, dict(qa_ratio=0.5))]]
+SWEEP_FIELDS = ("people", "n_layer", "n_head", "n_embd", "passes", "lr", "batch_size", "block_size", "weight_decay",
+                "qa_ratio", "rotary_frac", "budget", "packing")
 
 
-# `reproduce --table qa-ratio` (paper Figure 10): mixed training on bioS single at each QA ratio, at the preset.
-QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)]
-PAPER_QA_RATIO = {0.1: 24.5, 0.2: 53.6, 0.4: 77.5, 0.6: 87.1, 0.8: 85.7}  # PAPER.md §5, P_test mean
-
-
-def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_sweep.jsonl", append=True):
-    """Run a list of mixed-training overrides (MIXED_SWEEP by default), one JSON line a run in OUT/NAME (the rows
-    REPORT.md tabulates): appended to what is there, or (append=False) a file of this run's lines only."""
+def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_sweep.jsonl", append=True, jobs=1):
+    """Mixed training on bioS single for each set of overrides (MIXED_SWEEP by default), one JSON line a run in
+    OUT/NAME with its configuration, seed, memorisation and QA: appended to what is there, or (append=False) a file
+    of this run's lines only."""
     os.makedirs(out, exist_ok=True)
     path, hardware = os.path.join(out, name), bk.hardware_name(bk.pick_device(device))
     kept = bk.read_jsonl(path) if append and os.path.isfile(path) else []
-    for overrides in tqdm(MIXED_SWEEP if sweep is None else sweep, desc="mixed sweep", disable=quiet):
-        cfg = bk.resolve_config(preset, seed=seed, device=device, **overrides)
-        row = bk.reproduce_row("single", "mixed", preset, seed, device, os.path.join(out, "work"), True, overrides)
-        line = dict({k: getattr(cfg, k) for k in ("people", "n_layer", "n_head", "n_embd", "passes", "lr",
-                                                  "batch_size", "block_size", "weight_decay", "qa_ratio",
-                                                  "rotary_frac")},
-                    steps=row["pretrain_steps"], bio_memorization=row["bio_memorization"], qa_train=row["qa_train"],
-                    qa_test=row["qa_test"], minutes=row["minutes"], hardware=hardware, bioknow=bk.VERSION,
-                    commit=bk.git_commit())
-        kept.append(line)
+    sweep = MIXED_SWEEP if sweep is None else sweep
+    tasks = [dict(setting="single", method="mixed", train_overrides=o, work=os.path.join(out, "work", f"sweep-{i}"))
+             for i, o in enumerate(sweep)]
+    for task, row in run_rows(tasks, preset, seed, device, None, jobs, quiet, "mixed sweep"):
+        kept.append(sweep_line(row, task["train_overrides"], preset, seed, device, hardware))
         bk.rewrite_jsonl(path, kept)
-        print(f"mixed {json.dumps(overrides)}: P_test {row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)",
-              flush=True)
+        print(f"mixed {json.dumps(task['train_overrides'])}: memorised {memorised_cell(row)}, P_test "
+              f"{row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)", flush=True)
+
+
+def sweep_line(row, overrides, preset, seed, device, hardware):
+    cfg = bk.resolve_config(preset, seed=seed, device=device, mode="mixed", **overrides)  # as pretrained_run
+    return dict({k: getattr(cfg, k) for k in SWEEP_FIELDS}, steps=row["pretrain_steps"],
+                **{k: row[k] for k in ("bio_memorization", "memorization_p_train", "memorization_p_test",
+                                       "qa_train", "qa_test", "minutes")},
+                seed=seed, preset=preset, config=dataclasses.asdict(cfg), hardware=hardware, bioknow=bk.VERSION,
+                commit=bk.git_commit())
+
+
+def scale_study(preset, seed, out, device, quiet=False, jobs=1):
+    """SCALE_POINTS sized for this device (cpu, or gpu for CUDA) x SCALE_SEEDS (`seed` is not used) ->
+    OUT/mixed_scale.jsonl, a line a run as it finishes; runs already there (same overrides and seed) are kept. Each
+    point's seeds run one after the other, points in their order."""
+    os.makedirs(out, exist_ok=True)
+    path, dev = os.path.join(out, "mixed_scale.jsonl"), bk.pick_device(device)
+    kept = bk.read_jsonl(path) if os.path.isfile(path) else []
+    done = {(json.dumps(r["overrides"], sort_keys=True), r["seed"]) for r in kept}
+    where = "gpu" if bk.device_type(dev) == "cuda" else "cpu"
+    tasks = []
+    for point in SCALE_POINTS:
+        overrides = {k: v for k, v in point.items() if k != "where"}
+        key = json.dumps(overrides, sort_keys=True)
+        name = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+        tasks += [dict(setting="single", method="mixed", train_overrides=overrides, seed=s,
+                       work=os.path.join(out, "work", "scale", f"{name}-seed{s}"))
+                  for s in SCALE_SEEDS if point["where"] == where and (key, s) not in done]
+    for task, row in run_rows(tasks, preset, seed, device, None, jobs, quiet, "scale"):
+        overrides = task["train_overrides"]
+        kept.append(dict(sweep_line(row, overrides, preset, task["seed"], device, bk.hardware_name(dev)),
+                         overrides=overrides, where=where))
+        bk.rewrite_jsonl(path, kept)
+        print(f"scale {json.dumps(overrides)} seed {task['seed']}: memorised {memorised_cell(row)}, P_test "
+              f"{row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)", flush=True)
+
+
+def sweep_columns(r):
+    """The shape of a sweep line: people, layers x width, context x batch, packing and the mixed budget."""
+    return (f"| {r['people']} | {r['n_layer']}x{r['n_embd']} | {r.get('block_size', 128)}x{r['batch_size']} | "
+            f"{r.get('packing', 'stream')} | {r['passes']:g} {r.get('budget', 'all')} |")
+
+
+def scale_markdown(path):
+    rows = bk.read_jsonl(path)
+    groups = {}
+    for r in rows:
+        groups.setdefault(json.dumps(r["overrides"], sort_keys=True), []).append(r)
+    lines = ["## Mixed training: where it starts to work", "",
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py scale` (`--device cuda` for the larger "
+             "points). bioS single, mixed training from scratch, QAr 0.8, the biographies getting 60 passes (the "
+             "steps scaled by 1 / (1 - QAr)), the cpu preset otherwise (batch 8, lr 3e-3); P_test QA mean in %, each "
+             "seed's number, then the mean. Paper: 86.6% (GPT-2 124M, N = 100,000). " + provenance(rows), "",
+             "| people | layers x width | context x batch | packing | passes (budget) | seeds | memorised P_train / "
+             "P_test | P_train QA | **P_test QA** | paper | minutes | hardware |", "|" + "---|" * 12]
+    for key, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        test = [r["qa_test"]["mean"] for r in rs]
+        lines.append(sweep_columns(rs[0]) + f" {', '.join(str(r['seed']) for r in rs)} | "
+                     + ", ".join(memorised_cell(r) for r in rs) + " | "
+                     + ", ".join(fmt(r["qa_train"]["mean"]) for r in rs) + " | **"
+                     + ", ".join(fmt(t) for t in test) + (f" (mean {np.mean(test):.1f})" if len(rs) > 1 else "")
+                     + f"** | 86.6 | {sum(r['minutes'] for r in rs):.1f} | {rs[0]['hardware']} |")
+    best = max(groups.values(), key=lambda rs: np.mean([r["qa_test"]["mean"] for r in rs]))
+    level = np.mean([r["qa_test"]["mean"] for r in best])
+    lines += ["", f"Best: {level:.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ") + "), against "
+              "the paper's 86.6%."]
+    return "\n".join(lines) + "\n"
 
 
 def mixed_sweep_markdown(path):
-    """A table of mixed-training runs (one JSON object a line, as `bk.reproduce_row` returns plus the run's shape)."""
+    """A table of mixed-training runs (one JSON object a line, as `reproduce_row` returns plus the run's shape)."""
     rows = bk.read_jsonl(path)
-    lines = ["## Mixed training at larger budgets", "",
-             f"From `{os.path.basename(path)}` (raw numbers, one run a line). bioS single, mixed training from "
-             "scratch; "
-             "P_test QA mean in %. Regenerate with `python bioknow.py reproduce --table mixed-sweep` "
-             "(the `MIXED_SWEEP` "
-             "list: overrides of the `cpu` preset), then `reproduce --report-only`. Hardware and minutes as recorded "
-             "in the file; lines without a `bioknow` version ran on 0.1.0 (another data order, the tanh GELU, an "
-             "unpadded embedding): comparable in trend, not to the digit.", "",
+    lines = ["## Mixed training: the earlier sweep", "",
+             f"From `{os.path.basename(path)}` (raw numbers, one run a line, one seed). bioS single, mixed training "
+             "from scratch, passes counting every window (budget `all`: at QAr 0.8 the biographies get a fifth of "
+             "them); P_test QA mean in %. Regenerate with `python experiments/tables.py mixed-sweep` (the "
+             "`MIXED_SWEEP` list: overrides of the `cpu` preset), then `tables.py report`. Hardware and minutes as "
+             "recorded in the file; lines without a `bioknow` version ran on 0.1.0 (another data order, the tanh "
+             "GELU, an unpadded embedding): comparable in trend, not to the digit.", "",
              "| people | layers x width | heads | rotary | passes | steps | lr | wd | QAr | batch | memorised | "
              "P_train | P_test | minutes | hardware |", "|" + "---|" * 15]
     for r in rows:
         lines.append(f"| {r['people']} | {r['n_layer']}x{r['n_embd']} | {r['n_head']} | {r['rotary_frac']:g} | "
                      f"{r['passes']:g} | {r['steps']} | "
                      f"{r['lr']:g} | {r['weight_decay']:g} | {r['qa_ratio']:g} | {r['batch_size']} | "
-                     f"{r['bio_memorization']:.1f} | {r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
+                     f"{memorised_cell(r)} | {r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
                      f"{r['minutes']:.1f} | {r['hardware']} |")
     best = max(rows, key=lambda r: r["qa_test"]["mean"])
     lines += ["", f"Best P_test {best['qa_test']['mean']:.1f}% (N = {best['people']}, {best['passes']:g} passes, "
                   f"{best['n_layer']}x{best['n_embd']}), against the paper's 86.6% for mixed training on bioS single: "
-                  "P_test rises with passes and width, but no run here reaches the paper's level."]
+                  "P_test rises with passes and width; at this budget rule no run reaches the paper's level."]
     return "\n".join(lines) + "\n"
 
 
 def qa_ratio_markdown(path):
     rows = bk.read_jsonl(path)
-    lines = ["## Mixed training and the QA ratio (paper Figure 10)", "",
-             f"From `{os.path.basename(path)}`; `python bioknow.py reproduce --table qa-ratio`. bioS single, mixed "
-             "training from scratch at the preset, QAr = the probability that a window is QA; accuracy in %. "
-             + provenance(rows), "",
-             "| QAr | steps | memorised | P_train | **P_test** | paper P_test | minutes |", "|" + "---|" * 7]
+    lines = ["## Mixed training and the QA ratio (Figure 10)", "",
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py qa-ratio`. bioS single, mixed "
+             "training from scratch at the preset, QAr = the probability that a window is QA; the biographies get the "
+             "preset's passes at every ratio unless the budget column says `all` (passes counting every window). "
+             "Accuracy in %. " + provenance(rows), "",
+             "| QAr | budget | steps | memorised | P_train | **P_test** | paper P_test | minutes |", "|" + "---|" * 8]
     for r in rows:
-        lines.append(f"| {r['qa_ratio']:g} | {r['steps']} | {r['bio_memorization']:.1f} | "
+        lines.append(f"| {r['qa_ratio']:g} | {r.get('budget', 'all')} | {r['steps']} | {memorised_cell(r)} | "
                      f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
                      f"{fmt(PAPER_QA_RATIO.get(r['qa_ratio']))} | {r['minutes']:.1f} |")
     best = max(rows, key=lambda r: r["qa_test"]["mean"])
-    verdict = "the paper's rise is not reproduced at this preset (README: mixed training needs more budget)" if \
-        best["qa_test"]["mean"] < 20 else "compare the rise with the paper's column"
+    verdict = "the paper's rise is not reproduced at this preset" if best["qa_test"]["mean"] < 20 else \
+        "compare the rise with the paper's column"
     lines += ["", f"Best P_test {best['qa_test']['mean']:.1f}% at QAr {best['qa_ratio']:g}; the paper rises from "
                   f"24.5% at 0.1 to 85-87% at 0.6-0.8: {verdict}."]
     return "\n".join(lines) + "\n"
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # --- REPORT.md
 
 def write_report(result, out):
-    """REPORT.md from a reproduce result and its probes, plus each table whose OUT/*.jsonl is there (the finetuning
-    grid, the QA-ratio sweep, and the mixed-training sweep: the scale at which mixed training starts to work)."""
+    """REPORT.md from a reproduce result and its probes, each table whose OUT/*.jsonl is there, and the notes."""
     markdown = report_markdown(result) + "\n" + probe_markdown(result)
     for name, table in (("full_table.jsonl", full_table_markdown), ("celebrity.jsonl", celebrity_markdown),
-                        ("gbert.jsonl", gbert_markdown),
-                        ("finetune_grid.jsonl", finetune_grid_markdown), ("qa_ratio.jsonl", qa_ratio_markdown),
+                        ("gbert.jsonl", gbert_markdown), ("finetune_grid.jsonl", finetune_grid_markdown),
+                        ("qa_ratio.jsonl", qa_ratio_markdown), ("mixed_scale.jsonl", scale_markdown),
                         ("mixed_sweep.jsonl", mixed_sweep_markdown)):
         if os.path.isfile(os.path.join(out, name)):
             markdown += "\n" + table(os.path.join(out, name))
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")) as f:
+        markdown += "\n" + f.read()
     bk.write_text(os.path.join(out, "REPORT.md"), markdown)
     print(markdown)
 
@@ -641,9 +791,10 @@ def write_report(result, out):
 # ----------------------------------------------------------------------------------------------------------------------
 # --- command line
 
-TABLES = {"full": full_table, "celebrity": celebrity_table, "gbert": gbert_table, "finetune-grid": finetune_grid,
+TABLES = {"full": full_table, "celebrity": celebrity_table, "gbert": gbert_table,
+          "finetune-grid": lambda *a, jobs=1, **kw: finetune_grid(*a, **kw),
           "qa-ratio": lambda *a, **kw: mixed_sweep(*a, **kw, sweep=QA_RATIO_SWEEP, name="qa_ratio.jsonl", append=False),
-          "mixed-sweep": mixed_sweep}
+          "scale": scale_study, "mixed-sweep": mixed_sweep}
 
 
 def main(argv=None):
@@ -656,6 +807,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=int, default=1, help="rows side by side, a process each on one thread "
+                                                            "(default 1; 2 on a 2-core CPU, more on a GPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
@@ -665,7 +818,7 @@ def main(argv=None):
                 raise bk.UserError(f"no {path} (run `python bioknow.py reproduce --out {args.out}` first)")
             return write_report(bk.read_json(path), args.out)
         preset = args.preset or ("table" if args.table in ("full", "celebrity", "gbert") else bk.DEFAULT_PRESET)
-        TABLES[args.table](preset, args.seed, args.out, args.device, quiet=args.quiet)
+        TABLES[args.table](preset, args.seed, args.out, args.device, quiet=args.quiet, jobs=args.jobs)
     except bk.UserError as e:
         print(f"tables: error: {e}", file=sys.stderr)
         sys.exit(2)
