@@ -27,6 +27,7 @@ import ctypes
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import random
 import re
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -1220,22 +1222,56 @@ def reproduce_row(setting, method, preset, seed, device, work, quiet=False, trai
                 pretrain_loss=info["final_loss"], minutes=round((time.time() - t0) / 60, 2))
 
 
-def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet=False, probing=True):
-    """REPRODUCE_ROWS, each row printed as it finishes -> OUT/reproduce.json."""
+def run_rows(tasks, preset, seed, device, work, jobs=1, quiet=False, desc=""):
+    """Run each task (reproduce_row's setting, method and options; a task may set its own seed and work
+    directory) and yield (task, row) as rows finish. jobs > 1 runs that many rows side by side, each in a process of
+    its own on one thread: a small model barely uses a second core, and a GPU has room for many. The data
+    directories are made first, so no two processes write one; rows run side by side need work directories of their
+    own unless they share their data only."""
+    calls = [dict(preset=preset, seed=seed, device=device, work=work, quiet=True) | task for task in tasks]
+    for c in calls:
+        people = resolve_config(preset, **c.get("train_overrides") or {}).people
+        setting_data(c["setting"], people, c["seed"], c["work"], c.get("celebrities", 0), quiet=True)
+    bar = tqdm(total=len(calls), desc=desc, disable=quiet)
+    if jobs <= 1:
+        for task, c in zip(tasks, calls):
+            yield task, reproduce_row(**c)
+            bar.update()
+        return
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=one_thread) as pool:
+        futures = {pool.submit(reproduce_row_of, c): task for task, c in zip(tasks, calls)}
+        for future in as_completed(futures):
+            bar.update()
+            yield futures[future], future.result()
+
+
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def reproduce_row_of(kwargs):
+    return reproduce_row(**kwargs)
+
+
+def reproduce(preset=DEFAULT_PRESET, seed=0, out="results", device="auto", quiet=False, probing=True, jobs=1):
+    """REPRODUCE_ROWS, each row printed as it finishes -> OUT/reproduce.json. jobs 2 runs rows side by side on a
+    2-core CPU (the longest, mixed training, first), as `make reproduce` does."""
     t0 = time.time()
     os.makedirs(out, exist_ok=True)
     result = dict(preset=preset, seed=seed, hardware=hardware_name(pick_device(device)), config=dataclasses.asdict(
         resolve_config(preset, seed=seed, device=device)), command=" ".join(["python bioknow.py"] + sys.argv[1:]),
-        rows=[])
-    for setting, method in REPRODUCE_ROWS:
-        row = reproduce_row(setting, method, preset, seed, device, os.path.join(out, "work"), quiet,
-                            probes=REPRODUCE_PROBES[method] if probing else ())
+        jobs=jobs, rows=[])
+    order = sorted(REPRODUCE_ROWS, key=lambda r: r[1] != "mixed") if jobs > 1 else REPRODUCE_ROWS
+    tasks = [dict(setting=s, method=m, probes=REPRODUCE_PROBES[m] if probing else (), quiet=quiet or jobs > 1)
+             for s, m in order]
+    for _, row in run_rows(tasks, preset, seed, device, os.path.join(out, "work"), jobs, quiet=True):
         result["rows"].append(row)
         memorised_test = row["memorization_p_test"]["mean"]
-        print(f"{setting:>26} {method:<12} memorised P_train {row['memorization_p_train']['mean']:5.1f} P_test "
-              f"{memorised_test:5.1f}{'' if memorised_test >= MEMORISED else ' (not memorised)'}  "
+        print(f"{row['setting']:>26} {row['method']:<12} memorised P_train {row['memorization_p_train']['mean']:5.1f} "
+              f"P_test {memorised_test:5.1f}{'' if memorised_test >= MEMORISED else ' (not memorised)'}  "
               f"QA P_train {row['qa_train']['mean']:5.1f}  P_test {row['qa_test']['mean']:5.1f}  "
               f"({row['minutes']:.1f} min)", flush=True)
+    result["rows"].sort(key=lambda r: REPRODUCE_ROWS.index((r["setting"], r["method"])))
     result["minutes"] = round((time.time() - t0) / 60, 2)
     write_json(os.path.join(out, "reproduce.json"), result)
     return result
@@ -1938,13 +1974,14 @@ def parse_args(argv=None):
                    help="Q-probe read position: the name's last token (default) or an end token after it (paper)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p = command("reproduce", lambda a: reproduce(a.preset, a.seed, a.out, a.device, a.quiet, not a.no_probe),
+    p = command("reproduce", lambda a: reproduce(a.preset, a.seed, a.out, a.device, a.quiet, not a.no_probe, a.jobs),
                 "the headline rows -> OUT/reproduce.json (REPORT.md: experiments/tables.py)")
     p.add_argument("--preset", default=DEFAULT_PRESET, help="default %(default)s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-probe", action="store_true", help="skip P-/Q-probing of the pretrained models")
+    p.add_argument("--jobs", type=int, default=1, help="rows side by side, a process each on one thread (default 1)")
     p = command("bench", cmd_bench, "time full training steps; prints one JSON line (tokens/s, ms/step, MFU)")
     p.add_argument("--preset", default=DEFAULT_PRESET, help="the shape to time (default %(default)s)")
     for name in BENCH_SHAPE:

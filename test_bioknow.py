@@ -530,6 +530,18 @@ def test_headline_gap_single_low_augmented_high(tmp_path):
     assert augmented["qa_test"]["mean"] - single["qa_test"]["mean"] >= 35
 
 
+def test_rows_run_side_by_side_give_the_rows_run_one_by_one(tmp_path):
+    """--jobs runs rows in processes of their own; each row's numbers are what the same row gives run alone."""
+    small = dict(people=40, passes=1)
+    tasks = [dict(setting="single", method=m, train_overrides=small) for m in ("mixed", "qa_finetune")]
+    alone = {t["method"]: row for t, row in bk.run_rows(tasks, "tiny", 0, "cpu", str(tmp_path / "a"), quiet=True)}
+    both = {t["method"]: row for t, row in bk.run_rows(tasks, "tiny", 0, "cpu", str(tmp_path / "b"), jobs=2,
+                                                           quiet=True)}
+    for method in alone:
+        assert {k: v for k, v in both[method].items() if k != "minutes"} == {
+            k: v for k, v in alone[method].items() if k != "minutes"}
+
+
 # --- bench
 
 def test_bench_reports_a_timed_step():
@@ -1006,16 +1018,6 @@ def test_report_renders_the_committed_results_and_refuses_without_them(tmp_path,
     assert e.value.code == 2 and err.count("\n") == 1 and "no " in err and not (tmp_path / "none").exists()
 
 
-def test_rows_run_side_by_side_give_the_rows_run_one_by_one(tmp_path):
-    """--jobs runs rows in processes of their own; each row's numbers are what the same row gives run alone."""
-    small = dict(people=40, passes=1)
-    tasks = [dict(setting="single", method=m, train_overrides=small) for m in ("mixed", "qa_finetune")]
-    alone = {t["method"]: row for t, row in tables.run_rows(tasks, "tiny", 0, "cpu", str(tmp_path / "a"), quiet=True)}
-    both = {t["method"]: row for t, row in tables.run_rows(tasks, "tiny", 0, "cpu", str(tmp_path / "b"), jobs=2,
-                                                           quiet=True)}
-    for method in alone:
-        assert {k: v for k, v in both[method].items() if k != "minutes"} == {
-            k: v for k, v in alone[method].items() if k != "minutes"}
 
 
 def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(tmp_path, monkeypatch):

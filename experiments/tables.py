@@ -16,11 +16,9 @@ minutes and commit; `report` renders them all.
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 from tqdm import tqdm
@@ -102,37 +100,6 @@ def table_line(row, preset, seed, device, **extra):
     """A table's JSON line: the row's numbers and what produced them (preset, seed, N, hardware, version, commit)."""
     return dict(row, **extra, preset=preset, seed=seed, people=bk.resolve_config(preset).people,
                 hardware=bk.hardware_name(bk.pick_device(device)), bioknow=bk.VERSION, commit=bk.git_commit())
-
-
-def run_rows(tasks, preset, seed, device, work, jobs=1, quiet=False, desc=""):
-    """Run each task (bk.reproduce_row's setting, method and options; a task may set its own seed and work
-    directory) and yield (task, row) as rows finish. jobs > 1 runs that many rows side by side, each in a process of
-    its own on one thread: a small model barely uses a second core, and a GPU has room for many. The data
-    directories are made first, so no two processes write one; rows run side by side need work directories of their
-    own unless they share their data only."""
-    calls = [dict(preset=preset, seed=seed, device=device, work=work, quiet=True) | task for task in tasks]
-    for c in calls:
-        people = bk.resolve_config(preset, **c.get("train_overrides") or {}).people
-        bk.setting_data(c["setting"], people, c["seed"], c["work"], c.get("celebrities", 0), quiet=True)
-    bar = tqdm(total=len(calls), desc=desc, disable=quiet)
-    if jobs <= 1:
-        for task, c in zip(tasks, calls):
-            yield task, bk.reproduce_row(**c)
-            bar.update()
-        return
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=one_thread) as pool:
-        futures = {pool.submit(reproduce_row, c): task for task, c in zip(tasks, calls)}
-        for future in as_completed(futures):
-            bar.update()
-            yield futures[future], future.result()
-
-
-def one_thread():
-    bk.torch.set_num_threads(1)
-
-
-def reproduce_row(kwargs):
-    return bk.reproduce_row(**kwargs)
 
 
 def memorised_cell(row):
@@ -325,7 +292,7 @@ def full_table(preset, seed, out, device, quiet=False, jobs=1):
     done = {(r["setting"], r["method"]) for r in kept}
     order = [(s, m) for s in FULL_SETTINGS for m in FULL_METHODS]
     tasks = [dict(setting=s, method=m, probes=("q",)) for s, m in order if (s, m) not in done]
-    for _, row in run_rows(tasks, preset, seed, device, work, jobs, quiet, "full table"):
+    for _, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "full table"):
         kept.append(table_line(row, preset, seed, device))
         bk.rewrite_jsonl(path, sorted(kept, key=lambda r: order.index((r["setting"], r["method"]))))
         print(f"{row['setting']:>26} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
@@ -438,7 +405,7 @@ def celebrity_table(preset, seed, out, device, quiet=False, jobs=1):
     tasks = [dict(setting=s, method="qa_finetune", reuse=True, celebrities=people if c else 0,
                   train_overrides=dict(passes=celebrity_passes(preset, s, people if c else 0)))
              for s, c in CELEBRITY_ROWS]
-    for task, row in run_rows(tasks, preset, seed, device, work, jobs, quiet, "celebrity table"):
+    for task, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "celebrity table"):
         celebrities = task["celebrities"]
         lines.append(table_line(row, preset, seed, device, celebrities=celebrities, passes=task["train_overrides"][
             "passes"], celebrity_aug="multi5+permute" if celebrities else None))
@@ -498,7 +465,7 @@ def gbert_table(preset, seed, out, device, quiet=False, jobs=1):
     work, path, lines = os.path.join(out, "work", "gbert"), os.path.join(out, "gbert.jsonl"), []
     overrides = dict(objective="mlm", passes=2 * bk.resolve_config(preset).passes)
     tasks = [dict(setting=s, method=m, train_overrides=overrides) for s, m in GBERT_ROWS]
-    for _, row in run_rows(tasks, preset, seed, device, work, jobs, quiet, "gbert table"):
+    for _, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "gbert table"):
         lines.append(table_line(row, preset, seed, device, **overrides))
         bk.rewrite_jsonl(path, sorted(lines, key=lambda r: GBERT_ROWS.index((r["setting"], r["method"]))))
         print(f"GBERT {row['setting']:>24} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
@@ -650,7 +617,7 @@ def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_
     sweep = MIXED_SWEEP if sweep is None else sweep
     tasks = [dict(setting="single", method="mixed", train_overrides=o, work=os.path.join(out, "work", f"sweep-{i}"))
              for i, o in enumerate(sweep)]
-    for task, row in run_rows(tasks, preset, seed, device, None, jobs, quiet, "mixed sweep"):
+    for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "mixed sweep"):
         kept.append(sweep_line(row, task["train_overrides"], preset, seed, device, hardware))
         bk.rewrite_jsonl(path, kept)
         print(f"mixed {json.dumps(task['train_overrides'])}: memorised {memorised_cell(row)}, P_test "
@@ -683,7 +650,7 @@ def scale_study(preset, seed, out, device, quiet=False, jobs=1):
         tasks += [dict(setting="single", method="mixed", train_overrides=overrides, seed=s,
                        work=os.path.join(out, "work", "scale", f"{name}-seed{s}"))
                   for s in SCALE_SEEDS if point["where"] == where and (key, s) not in done]
-    for task, row in run_rows(tasks, preset, seed, device, None, jobs, quiet, "scale"):
+    for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "scale"):
         overrides = task["train_overrides"]
         kept.append(dict(sweep_line(row, overrides, preset, task["seed"], device, bk.hardware_name(dev)),
                          overrides=overrides, where=where))
@@ -710,7 +677,8 @@ def scale_markdown(path):
              "seed's number, then the mean. Paper: 86.6% (GPT-2 124M, N = 100,000). " + provenance(rows), "",
              "| people | layers x width | context x batch | packing | passes (budget) | seeds | memorised P_train / "
              "P_test | P_train QA | **P_test QA** | paper | minutes | hardware |", "|" + "---|" * 12]
-    for key, rs in groups.items():
+    shape = ("people", "n_layer", "n_embd", "block_size", "packing")
+    for key, rs in sorted(groups.items(), key=lambda kv: [str(kv[1][0].get(k)).zfill(6) for k in shape]):
         rs = sorted(rs, key=lambda r: r["seed"])
         test = [r["qa_test"]["mean"] for r in rs]
         lines.append(sweep_columns(rs[0]) + f" {', '.join(str(r['seed']) for r in rs)} | "
@@ -771,6 +739,38 @@ def qa_ratio_markdown(path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# --- measured on a GPU (bench/gpu_session.sh)
+
+def gpu_session_markdown(path):
+    """results/gpu_session.json: the paper shape's step and slice, the small presets, DDP and the step's profile."""
+    g = json.load(open(path))
+    paper, cut = g["paper_shape_step"], g["paper_slice"]
+    lines = ["## Measured on a GPU", "",
+             f"From `{os.path.basename(path)}`: `{g['command']}` on {g['device']}, commit {g['commit'][:7]}. MFU is "
+             "model FLOPs (6 per parameter per token plus attention) against the card's dense bf16 peak (989 "
+             "TFLOP/s for the H100 and H200).", "",
+             "| measurement | result | target |", "|---|---|---|",
+             f"| paper shape (12x768, context 512, batch 96), compiled, bf16 | {paper['tokens_per_sec']:,} tokens/s, "
+             f"{paper['ms_per_step']} ms/step, **MFU {100 * paper['mfu']:.1f}%** | MFU >= 45% (stretch 55%) |",
+             f"| 300-step slice of the paper preset through `train` (N = 100,000 multi5+permute+fullname) | "
+             f"{cut['slice_tokens_per_sec']:,} tokens/s: **{cut['projected_hours_80k']} h** for 80,000 steps | "
+             "<= 70 min on one H100 |"]
+    for b in g["small_presets"]:
+        shape = b["shape"]
+        lines.append(f"| cpu preset's step ({shape['n_layer']}x{shape['n_embd']}, batch {shape['batch_size']} x "
+                     f"{shape['block_size']}), {'compiled' if b['compiled'] else 'eager'} | {b['ms_per_step']} ms/step "
+                     f"({1000 / b['ms_per_step']:.0f} steps/s, {b['tokens_per_sec']:,} tokens/s) | |")
+    d = g["ddp_one_nccl_process"]
+    lines.append(f"| DDP: torchrun, {d['processes']} NCCL process, against a plain process ({len(d['steps'])} logged "
+                 f"steps) | largest loss gap {d['max_gap']} | the same curve |")
+    top = ", ".join(f"{k['name'].split('<')[0].strip()} {k['self_cuda_percent']}"
+                    for k in g["paper_step_profile"]["top"][:6])
+    lines += ["", f"Where the paper-shape step's GPU time goes ({g['paper_step_profile']['note']}): {top}.",
+              "", f"Scale study: {g['scale_study']['note']}."]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # --- REPORT.md
 
 def write_report(result, out):
@@ -779,7 +779,7 @@ def write_report(result, out):
     for name, table in (("full_table.jsonl", full_table_markdown), ("celebrity.jsonl", celebrity_markdown),
                         ("gbert.jsonl", gbert_markdown), ("finetune_grid.jsonl", finetune_grid_markdown),
                         ("qa_ratio.jsonl", qa_ratio_markdown), ("mixed_scale.jsonl", scale_markdown),
-                        ("mixed_sweep.jsonl", mixed_sweep_markdown)):
+                        ("mixed_sweep.jsonl", mixed_sweep_markdown), ("gpu_session.json", gpu_session_markdown)):
         if os.path.isfile(os.path.join(out, name)):
             markdown += "\n" + table(os.path.join(out, name))
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")) as f:
