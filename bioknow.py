@@ -82,7 +82,7 @@ class Config:
     mode: str = "bio"                # bio | mixed (Result 1: biographies and P_train QA in one run)
     qa_ratio: float = 0.8            # mixed: probability that a window is QA
     budget: str = "bio"              # mixed: passes count biography windows (bio) or every window (all)
-    packing: str = "stream"          # stream: windows cut anywhere | entries: whole entries only, padded
+    packing: str = "entries"         # entries: whole entries only, padded | stream: windows cut anywhere
     holdout: float = 0.0             # finetune: fraction of P_train people held out to choose the recipe
     lora_qv: int = 0                 # finetune: LoRA rank on query/value (0: full finetuning; the paper: 8 or 16)
     lora_emb: int = 0                # finetune: rank of the LoRA update of the embedding (the paper: 128)
@@ -436,9 +436,11 @@ class GPT(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # --- pretraining and mixed training (Appendix C; Result 1)
-# Biography entries, shuffled across people, are concatenated with EOS between them and cut into windows. The budget
-# is counted in passes over bioS-single-sized data, so every augmentation gets the same compute. Mixed training draws
-# each window from the biographies or from the P_train QA pairs (QA with probability qa_ratio), from scratch.
+# Biography entries, shuffled across people, are concatenated with EOS between them into windows; bioknow packs whole
+# entries only, so no attribute lands in another window than its person's name (the paper's 512-token windows rarely
+# cut one; 128-token windows cut 44% of entries). The budget is counted in passes over bioS-single-sized data, so every
+# augmentation gets the same compute. Mixed training draws each window from the biographies or from the P_train QA
+# pairs (QA with probability qa_ratio), from scratch, giving the biographies the same passes as bio pretraining.
 
 def encode_entries(texts, tok):
     """Token arrays of entries, each prefixed with EOS (the separator packing puts between entries)."""
@@ -923,15 +925,29 @@ PROBE_TARGETS = {"first_token": ATTRIBUTES, "whole": ATTRIBUTES[1:]}  # first to
 PROBE_HEAD_STEPS, PROBE_HEAD_LR, PROBE_WEIGHT_DECAY, PROBE_DROPOUT = 300, 3e-3, 0.3, 0.1
 
 
-def probe_labels(people, tok):
-    """Class ids, person by person, for every (target, attribute): numbered over all people so train and test share."""
-    labels = {}
+def probe_classes(people, tok):
+    """For every (target, attribute): the classes (first tokens, or whole values), numbered over all people so train
+    and test share them, and each person's class id."""
+    classes = {}
     for target, attrs in PROBE_TARGETS.items():
         for attr in attrs:
             keys = [tok.encode(p[attr])[0] if target == "first_token" else p[attr] for p in people]
-            index = {k: i for i, k in enumerate(sorted(set(keys), key=str))}
-            labels[target, attr] = torch.tensor([index[k] for k in keys])
-    return labels
+            names = sorted(set(keys), key=str)
+            index = {k: i for i, k in enumerate(names)}
+            classes[target, attr] = names, torch.tensor([index[k] for k in keys])
+    return classes
+
+
+def probe_labels(people, tok):
+    return {key: ids for key, (_, ids) in probe_classes(people, tok).items()}
+
+
+def candidate_embeddings(people, tok, wte):
+    """bioknow's read-out for values never seen in probe training: each class as the model's own (tied) embedding of
+    its first token, or the mean over the tokens of its whole value. A class no probe-training person has still has
+    its row, so it can be scored; the paper's linear classifier cannot score it."""
+    return {key: torch.stack([wte[name] if isinstance(name, int) else wte[tok.encode(name)].mean(0) for name in names])
+            .detach() for key, (names, _) in probe_classes(people, tok).items()}
 
 
 def p_probe_positions(tokens, person, tok):
@@ -955,14 +971,22 @@ def q_probe_inputs(data, tok, read="name"):
 
 class ProbeHeads(nn.Module):
     """One read-out per position, stacked on a leading position axis so all positions train in one matmul:
-    a normalisation (LayerNorm for P-probing, BatchNorm for Q-probing) and a linear classifier."""
+    a normalisation (LayerNorm for P-probing, BatchNorm for Q-probing) and a linear classifier (the paper's) or, given
+    candidate embeddings (classes, dim), a linear map scored against them (bioknow's, which starts as the model's own
+    output layer and scores classes it never saw)."""
 
-    def __init__(self, n_pos, dim, classes, norm):
+    def __init__(self, n_pos, dim, classes, norm, candidates=None):
         super().__init__()
         self.norm = norm
         self.gamma, self.beta = nn.Parameter(torch.ones(n_pos, dim)), nn.Parameter(torch.zeros(n_pos, dim))
-        self.weight = nn.Parameter(torch.empty(n_pos, dim, classes).uniform_(-dim ** -0.5, dim ** -0.5))
-        self.bias = nn.Parameter(torch.zeros(n_pos, classes))
+        if candidates is None:
+            self.candidates = None
+            self.weight = nn.Parameter(torch.empty(n_pos, dim, classes).uniform_(-dim ** -0.5, dim ** -0.5))
+            self.bias = nn.Parameter(torch.zeros(n_pos, classes))
+        else:
+            self.register_buffer("candidates", candidates)
+            self.weight = nn.Parameter(torch.eye(dim).repeat(n_pos, 1, 1))
+            self.bias = nn.Parameter(torch.zeros(n_pos, 1))
         if norm == "batch":
             self.register_buffer("running_mean", torch.zeros(n_pos, dim))
             self.register_buffer("running_var", torch.ones(n_pos, dim))
@@ -979,17 +1003,20 @@ class ProbeHeads(nn.Module):
             else:
                 mean, var = self.running_mean, self.running_var
             f = (f - mean) * torch.rsqrt(var + 1e-5)
-        return torch.einsum("bpd,pdc->bpc", f * self.gamma + self.beta, self.weight) + self.bias
+        f = torch.einsum("bpd,pde->bpe", f * self.gamma + self.beta, self.weight)
+        return (f if self.candidates is None else f @ self.candidates.T) + self.bias
 
 
-def new_probes(wte, rank, norm, n_pos, labels, device):
+def new_probes(wte, rank, norm, n_pos, labels, device, candidates=None):
     """Per attribute: a rank-`rank` update A @ B of the input embedding (B = 0 at first, so the probe starts from the
-    model as trained) and, per target (first token, whole value), read-outs at every position."""
+    model as trained) and, per target (first token, whole value), read-outs at every position (scored against
+    `candidates`, when given)."""
     probes = {}
     for attr in ATTRIBUTES:
         a = (torch.randn(wte.shape[0], rank, device=device) * 0.02).requires_grad_()
         b = torch.zeros(rank, wte.shape[1], device=device, requires_grad=True)
-        heads = nn.ModuleDict({target: ProbeHeads(n_pos, wte.shape[1], int(labels[target, attr].max()) + 1, norm)
+        heads = nn.ModuleDict({target: ProbeHeads(n_pos, wte.shape[1], int(labels[target, attr].max()) + 1, norm,
+                                                  None if candidates is None else candidates[target, attr])
                                for target in PROBE_TARGETS if attr in PROBE_TARGETS[target]})
         probes[attr] = (a, b, heads.to(device))
     return probes
@@ -1017,7 +1044,7 @@ def probe_step(opt, loss, lr, step, steps):
 
 
 def fit_probe(model, seqs, positions, labels, train_ids, test_ids, rank, norm, steps, batch_size, device, seed=0,
-              lr=1e-3, head_steps=None, quiet=True):
+              lr=1e-3, head_steps=None, quiet=True, candidates=None):
     """Train one probe per attribute on train_ids, score test_ids: accuracy (%) per (target, attribute) and read
     position, plus the majority-guess baseline. The model is frozen; gradients reach only the probe. Two phases, one
     probe: (1) while the embedding update is zero the model's features are fixed, so they are computed once and the
@@ -1030,7 +1057,7 @@ def fit_probe(model, seqs, positions, labels, train_ids, test_ids, rank, norm, s
     T = max(len(s) for s in seqs)
     x_all = torch.tensor([s + [s[-1]] * (T - len(s)) for s in seqs], device=device)  # causal: padding after is inert
     pos_all, n_pos = torch.tensor(positions, device=device), len(positions[0])
-    probes = new_probes(wte, rank, norm, n_pos, labels, device)
+    probes = new_probes(wte, rank, norm, n_pos, labels, device, candidates)
     heads = [p for _, _, h in probes.values() for p in h.parameters()]
     y_all = {k: v.to(device) for k, v in labels.items()}
     train_ids, rng = torch.tensor(sorted(train_ids), device=device), np.random.default_rng(seed)
@@ -1059,42 +1086,57 @@ def fit_probe(model, seqs, positions, labels, train_ids, test_ids, rank, norm, s
 
 @torch.no_grad()
 def score_probe(probes, features, y_all, train_ids, test_ids):
-    result = {target: {} for target in PROBE_TARGETS} | {"baseline": {target: {} for target in PROBE_TARGETS}}
+    """Accuracy (%) per target, attribute and read position on test_ids; "seen": the same on the test people whose
+    class some training person has, "unseen_share": the % of test people whose class none has; the majority guess."""
+    result = {key: {target: {} for target in PROBE_TARGETS} for key in ("seen", "unseen_share", "baseline")}
+    result |= {target: {} for target in PROBE_TARGETS}
     for attr, (_, _, heads) in probes.items():
         heads.eval()
         f = features(attr, test_ids)
         for target, head in heads.items():
-            y = y_all[target, attr][test_ids]
-            result[target][attr] = [round(v, 2) for v in
-                                    (100.0 * (head(f).argmax(-1) == y[:, None]).float().mean(0)).tolist()]
-            majority = torch.bincount(y_all[target, attr][train_ids]).argmax()
-            result["baseline"][target][attr] = round(100.0 * (y == majority).float().mean().item(), 2)
+            y, y_train = y_all[target, attr][test_ids], y_all[target, attr][train_ids]
+            right = (head(f).argmax(-1) == y[:, None]).float()
+            seen = torch.isin(y, y_train)
+            result[target][attr] = [round(v, 2) for v in (100.0 * right.mean(0)).tolist()]
+            result["seen"][target][attr] = [round(v, 2) for v in (100.0 * right[seen].mean(0)).tolist()]
+            result["unseen_share"][target][attr] = round(100.0 * (~seen).float().mean().item(), 2)
+            result["baseline"][target][attr] = round(100.0 * (y == torch.bincount(y_train).argmax()).float()
+                                                     .mean().item(), 2)
     return result
 
 
 def probe(run, data_dir, probes=("p", "q"), steps=None, device="auto", seed=0, quiet=False, lr=1e-3,
-          head_steps=None, q_read="name"):
-    """P- and/or Q-probe a pretrained run on P_train people, scored on P_test people. Accuracies in %: p_probe[target]
-    is a grid, one row per attribute of p_probe["attributes"][target], one column per read position (sentence order;
-    Figure 5); q_probe[target] maps attribute -> accuracy (Figure 7); "baseline" is the majority guess."""
+          head_steps=None, q_read="name", readout="linear", holdout=0.0):
+    """P- and/or Q-probe a pretrained run on P_train people, scored on P_test people (holdout > 0: trained on the rest
+    of P_train and scored on that fraction of it, to choose a recipe). Accuracies in %: p_probe[target] is a grid,
+    one row per attribute of p_probe["attributes"][target], one column per read position (sentence order; Figure 5);
+    q_probe[target] maps attribute -> accuracy (Figure 7); "seen" the same on the people whose value some training
+    person has, "unseen_share" the % who have none, "baseline" the majority guess. readout: "linear" (the paper's
+    classifier) or "candidates" (scored against the model's own embeddings of the values)."""
     data = load_checked_data(data_dir)
     device = pick_device(device)
     model, cfg, _ = load_checkpoint(run, device, data["vocab"])
     tok = Tokenizer(data["vocab"])
     labels = probe_labels(data["people"], tok)
-    split = {s: [p["id"] for p in data["people"] if p["split"] == s] for s in ("train", "test")}
+    candidates = candidate_embeddings(data["people"], tok, model.wte.weight) if readout == "candidates" else None
+    train, held = split_holdout(data["people"], holdout, seed)
+    train, scored = (sorted(train), sorted(held)) if holdout else (sorted(train), [
+        p["id"] for p in data["people"] if p["split"] == "test"])
     steps = cfg.probe_steps if steps is None else steps  # the run's own (its preset's unless overridden)
-    result = {}
+    about, result = dict(readout=readout, probe_people=len(train), scored_people=len(scored),
+                         scored_on="held-out P_train" if holdout else "P_test", steps=steps), {}
     if "p" in probes:
-        grid = fit_probe(model, *p_probe_inputs(data, tok), labels, split["train"], split["test"], 2, "layer", steps,
-                         50, device, seed, lr=lr, head_steps=head_steps, quiet=quiet)
+        grid = fit_probe(model, *p_probe_inputs(data, tok), labels, train, scored, 2, "layer", steps, 50, device, seed,
+                         lr=lr, head_steps=head_steps, quiet=quiet, candidates=candidates)
         result["p_probe"] = {t: [grid[t][a] for a in attrs] for t, attrs in PROBE_TARGETS.items()} | {
-            "attributes": {t: list(attrs) for t, attrs in PROBE_TARGETS.items()}, "baseline": grid["baseline"]}
+            "attributes": {t: list(attrs) for t, attrs in PROBE_TARGETS.items()}} | {
+            k: grid[k] for k in ("seen", "unseen_share", "baseline")} | about
     if "q" in probes:
-        q = fit_probe(model, *q_probe_inputs(data, tok, q_read), labels, split["train"], split["test"], 16, "batch",
-                      steps, 200, device, seed, lr=lr, head_steps=head_steps, quiet=quiet)
+        q = fit_probe(model, *q_probe_inputs(data, tok, q_read), labels, train, scored, 16, "batch", steps, 200,
+                      device, seed, lr=lr, head_steps=head_steps, quiet=quiet, candidates=candidates)
         result["q_probe"] = {t: {a: v[0] for a, v in q[t].items()} for t in PROBE_TARGETS} | {
-            "baseline": q["baseline"]}
+            "seen": {t: {a: v[0] for a, v in q["seen"][t].items()} for t in PROBE_TARGETS},
+            "unseen_share": q["unseen_share"], "baseline": q["baseline"]} | about
     return result
 
 
@@ -1843,7 +1885,7 @@ CONFIG_HELP = {"passes": "budget in passes: over bioS-single-sized biographies (
                "qa_ratio": "mixed training: probability that a window is QA", "compile": "auto, on or off",
                "budget": "mixed training: bio (default; --passes are biography passes, the steps scaled by "
                          "1 / (1 - qa_ratio)) or all (--passes count every window)",
-               "packing": "stream (default: windows cut anywhere, no padding) or entries (whole entries, padded)",
+               "packing": "entries (default: whole entries only, padded) or stream (windows cut anywhere)",
                "holdout": "finetune: fraction of P_train people held out (to choose a recipe without P_test)",
                "lora_qv": "finetune: LoRA rank on each layer's query and value (0: full finetuning; paper: 8 or 16)",
                "lora_emb": "finetune: LoRA rank of the embedding update (paper: 128)",
@@ -1900,8 +1942,11 @@ def cmd_eval(args):
 
 
 def cmd_probe(args):
+    if not 0 <= args.holdout < 1:
+        raise UserError(f"--holdout must be in [0, 1), got {args.holdout}")
     print_json(probe(args.run, args.data, ("p", "q") if args.kind == "both" else (args.kind,), args.steps, args.device,
-                     args.seed, args.quiet, args.lr, args.head_steps, args.q_read), args.out)
+                     args.seed, args.quiet, args.lr, args.head_steps, args.q_read, args.readout, args.holdout),
+               args.out)
 
 
 def cmd_bench(args):
@@ -1972,6 +2017,12 @@ def parse_args(argv=None):
                    help="AdamW learning rate of the joint phase, decayed linearly to 0 (paper: 1e-3)")
     p.add_argument("--q-read", choices=("name", "end"), default="name",
                    help="Q-probe read position: the name's last token (default) or an end token after it (paper)")
+    p.add_argument("--readout", choices=("linear", "candidates"), default="linear",
+                   help="linear: the paper's classifier (default); candidates: a linear map scored against the "
+                        "model's own embeddings of the values, which can score values no probe-training person has")
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="score on this fraction of P_train people, trained on the rest (to choose a recipe; P_test "
+                        "is never used for that)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p = command("reproduce", lambda a: reproduce(a.preset, a.seed, a.out, a.device, a.quiet, not a.no_probe, a.jobs),

@@ -464,6 +464,26 @@ def test_probe_reads_a_planted_label_and_not_a_shuffled_one(shuffle):
             assert (acc <= base + 15) if shuffle else (acc >= 95), (kind, a, acc, base)
 
 
+def test_candidate_read_out_scores_a_value_no_probe_training_person_has():
+    """The paper's linear classifier has never been shown the classes no probe-training person has; the candidate
+    read-out, scored against the classes' own embeddings, names them. Accuracy on the rest is reported apart."""
+    n, k, g = 400, 10, torch.Generator().manual_seed(0)
+    y = torch.randint(0, k, (n,), generator=g)  # one class a person, the same for every attribute
+    labels = {(t, a): y for t, attrs in bk.PROBE_TARGETS.items() for a in attrs}
+    codes = torch.cat([F.one_hot(y, k).float() for _ in labels], dim=1)
+    train = [i for i in range(300) if int(y[i]) < k - 3]  # nobody of the last three classes trains
+    common = (Planted(codes), [[0, i + 1, 0] for i in range(n)], [[1]] * n, labels, train, range(300, n), 2, "layer",
+              5, 50, "cpu")
+    linear = bk.fit_probe(*common, lr=1e-2, head_steps=300)
+    blocks = {key: torch.eye(codes.shape[1])[k * j:k * j + k] for j, key in enumerate(labels)}  # each class's code
+    scored = bk.fit_probe(*common, lr=1e-2, head_steps=300, candidates=blocks)
+    for t, attrs in bk.PROBE_TARGETS.items():
+        for a in attrs:
+            unseen = linear["unseen_share"][t][a]
+            assert 15 < unseen < 45 and linear["seen"][t][a][0] >= 95
+            assert scored[t][a][0] >= 95 and linear[t][a][0] <= scored[t][a][0] - 5  # the unseen are where it fails
+
+
 # --- GBERT (Appendix H)
 
 def test_gbert_attends_both_ways():

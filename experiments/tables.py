@@ -739,6 +739,67 @@ def qa_ratio_markdown(path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# --- the probe recipe (Appendix E): accuracy against training steps, on held-out P_train people
+
+# `probe-curve`: on the headline's pretrained models (WORK = OUT/work, from `bioknow.py reproduce`), Q-probes (both
+# read positions) and P-probes (their cheaper first phase only: 0 joint steps) with both read-outs, scored on 20% of
+# P_train people held out from probe training: the curve a recipe is chosen from; P_test is not used.
+PROBE_CURVE = dict(models=("single", "multi5+permute+fullname"), q_steps=(0, 100, 400, 1600), p_steps=(0,),
+                   readouts=("linear", "candidates"), q_reads=("name", "end"))
+
+
+def probe_curve(preset, seed, out, device, quiet=False, jobs=1):
+    """PROBE_CURVE -> OUT/probe_curve.jsonl (rewritten whole): held-out P_train accuracy of each probe by steps."""
+    work, path, lines = os.path.join(out, "work"), os.path.join(out, "probe_curve.jsonl"), []
+    runs = [(s, os.path.join(work, f"{s}-qa_finetune"), os.path.join(work, f"data-{s}")) for s in PROBE_CURVE["models"]]
+    missing = [r for _, r, _ in runs if not os.path.isfile(os.path.join(r, "model.pt"))]
+    if missing:
+        raise bk.UserError(f"no pretrained model at {missing[0]} (run `python bioknow.py reproduce --out {out}` first)")
+    grid = [(s, r, d, "q", steps, readout, read) for s, r, d in runs for readout in PROBE_CURVE["readouts"]
+            for read in PROBE_CURVE["q_reads"] for steps in PROBE_CURVE["q_steps"]]
+    grid += [(s, r, d, "p", steps, readout, "name") for s, r, d in runs for readout in PROBE_CURVE["readouts"]
+             for steps in PROBE_CURVE["p_steps"]]
+    for setting, run, data_dir, kind, steps, readout, read in tqdm(grid, desc="probe curve", disable=quiet):
+        t0 = time.time()
+        result = bk.probe(run, data_dir, (kind,), steps, device, seed, True, q_read=read, readout=readout,
+                          holdout=0.2)
+        lines.append(dict(setting=setting, probe=kind, steps=steps, readout=readout, q_read=read,
+                          result=result[f"{kind}_probe"], minutes=round((time.time() - t0) / 60, 2), preset=preset,
+                          seed=seed, hardware=bk.hardware_name(bk.pick_device(device)), bioknow=bk.VERSION,
+                          commit=bk.git_commit()))
+        bk.rewrite_jsonl(path, lines)
+
+
+def probe_means(result, kind):
+    """A probe's first-token and whole-value means over attributes (P-probe: at each attribute's best position)."""
+    pick = (lambda v: v) if kind == "q" else (lambda row: max(row))
+    targets = [(t, a) for t, attrs in bk.PROBE_TARGETS.items() for a in attrs]
+    return {t: float(np.mean([pick(result[t][a] if kind == "q" else result[t][result["attributes"][t].index(a)])
+                              for tt, a in targets if tt == t])) for t in bk.PROBE_TARGETS}
+
+
+def probe_curve_markdown(path):
+    rows = bk.read_jsonl(path)
+    lines = ["## The probe recipe: accuracy against steps (Appendix E)", "",
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py probe-curve`. The headline's pretrained "
+             f"models; probes trained on 80% of P_train people ({rows[0]['result']['probe_people']}) and scored on the "
+             f"other 20% ({rows[0]['result']['scored_people']}), never on P_test. Steps: the joint phase (embedding "
+             f"update and read-outs) after {bk.PROBE_HEAD_STEPS} full-batch read-out steps. Mean over attributes of "
+             "first-token / whole-value accuracy in % (P-probe: each attribute's best position); `seen`: on the "
+             "held-out people whose value some probe-training person has. " + provenance(rows), "",
+             "| model | probe | read | read-out | steps | first token | whole value | whole value, seen | minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m, res = probe_means(r["result"], r["probe"]), r["result"]
+        seen = float(np.mean([res["seen"]["whole"][a] if r["probe"] == "q" else max(res["seen"]["whole"][a])
+                              for a in bk.PROBE_TARGETS["whole"]]))
+        lines.append(f"| {r['setting']} | {r['probe'].upper()} | {r['q_read'] if r['probe'] == 'q' else 'before each'} "
+                     f"| {r['readout']} | {r['steps']} | {m['first_token']:.1f} | {m['whole']:.1f} | {seen:.1f} | "
+                     f"{r['minutes']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # --- measured on a GPU (bench/gpu_session.sh)
 
 def gpu_session_markdown(path):
@@ -779,7 +840,8 @@ def write_report(result, out):
     for name, table in (("full_table.jsonl", full_table_markdown), ("celebrity.jsonl", celebrity_markdown),
                         ("gbert.jsonl", gbert_markdown), ("finetune_grid.jsonl", finetune_grid_markdown),
                         ("qa_ratio.jsonl", qa_ratio_markdown), ("mixed_scale.jsonl", scale_markdown),
-                        ("mixed_sweep.jsonl", mixed_sweep_markdown), ("gpu_session.json", gpu_session_markdown)):
+                        ("mixed_sweep.jsonl", mixed_sweep_markdown), ("probe_curve.jsonl", probe_curve_markdown),
+                        ("gpu_session.json", gpu_session_markdown)):
         if os.path.isfile(os.path.join(out, name)):
             markdown += "\n" + table(os.path.join(out, name))
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")) as f:
@@ -794,7 +856,7 @@ def write_report(result, out):
 TABLES = {"full": full_table, "celebrity": celebrity_table, "gbert": gbert_table,
           "finetune-grid": lambda *a, jobs=1, **kw: finetune_grid(*a, **kw),
           "qa-ratio": lambda *a, **kw: mixed_sweep(*a, **kw, sweep=QA_RATIO_SWEEP, name="qa_ratio.jsonl", append=False),
-          "scale": scale_study, "mixed-sweep": mixed_sweep}
+          "scale": scale_study, "mixed-sweep": mixed_sweep, "probe-curve": probe_curve}
 
 
 def main(argv=None):
