@@ -1054,3 +1054,24 @@ def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(t
     assert bk.read_jsonl(str(tmp_path / "mixed_scale.jsonl")) == rows
     table = tables.scale_markdown(str(tmp_path / "mixed_scale.jsonl"))
     assert table.count("**not memorised**") == 2 and "| 40 | 1x64 |" in table
+
+
+def test_packing_table_and_probe_curve_write_what_the_report_renders(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "PACKING_ROWS", [("single", "mixed", p, 0) for p in ("stream", "entries")])
+    monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
+    tables.packing_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    rows = bk.read_jsonl(str(tmp_path / "packing.jsonl"))
+    assert [(r["packing"], r["seed"]) for r in rows] == [("stream", 0), ("entries", 0)]
+    assert "| single | mixed | entries |" in tables.packing_markdown(str(tmp_path / "packing.jsonl"))
+    monkeypatch.setattr(tables, "PROBE_CURVE", dict(models=("single",), q_steps=(0, 2), p_steps=(0,),
+                                                    readouts=("linear", "candidates"), q_reads=("name",)))
+    with pytest.raises(bk.UserError, match="reproduce"):
+        tables.probe_curve("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    bk.pretrained_run("single", "qa_finetune", "tiny", 0, "cpu", str(tmp_path / "work"), quiet=True)
+    tables.probe_curve("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    curve = bk.read_jsonl(str(tmp_path / "probe_curve.jsonl"))
+    assert [(r["probe"], r["readout"], r["steps"]) for r in curve] == [
+        ("q", "linear", 0), ("q", "linear", 2), ("q", "candidates", 0), ("q", "candidates", 2), ("p", "linear", 0),
+        ("p", "candidates", 0)]
+    assert all(r["result"]["scored_on"] == "held-out P_train" for r in curve)
+    assert "| single | Q | name | candidates | 2 |" in tables.probe_curve_markdown(str(tmp_path / "probe_curve.jsonl"))

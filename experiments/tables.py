@@ -580,6 +580,53 @@ def finetune_grid_markdown(path):
 QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)]
 PAPER_QA_RATIO = {0.1: 24.5, 0.2: 53.6, 0.4: 77.5, 0.6: 87.1, 0.8: 85.7}  # Figure 10, P_test mean
 
+# `packing`: whole-entry packing (the default) against windows cut anywhere (stream), on the headline's rows: mixed
+# training and bio pretraining + QA finetuning, seeds 0 and 1, the cpu preset.
+PACKING_ROWS = [(s, m, p, seed) for s, m in (("single", "mixed"), ("single", "qa_finetune"),
+                                              ("multi5+permute+fullname", "qa_finetune"),
+                                              ("multi5+permute+fullname", "mixed"))
+                for p in ("stream", "entries") for seed in (0, 1)]
+
+
+def packing_table(preset, seed, out, device, quiet=False, jobs=1):
+    """PACKING_ROWS -> OUT/packing.jsonl, a line a run as it finishes; runs already there are kept."""
+    path = os.path.join(out, "packing.jsonl")
+    kept = bk.read_jsonl(path) if os.path.isfile(path) else []
+    done = {(r["setting"], r["method"], r["packing"], r["seed"]) for r in kept}
+    tasks = [dict(setting=s, method=m, seed=sd, train_overrides=dict(packing=p),
+                  work=os.path.join(out, "work", "packing", f"{p}-seed{sd}")) for s, m, p, sd in PACKING_ROWS
+             if (s, m, p, sd) not in done]
+    for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "packing"):
+        kept.append(table_line(row, preset, task["seed"], device, packing=task["train_overrides"]["packing"]))
+        bk.rewrite_jsonl(path, sorted(kept, key=lambda r: PACKING_ROWS.index(
+            (r["setting"], r["method"], r["packing"], r["seed"]))))
+        print(f"{row['setting']:>24} {row['method']:<12} {task['train_overrides']['packing']:<8} seed {task['seed']}: "
+              f"memorised {memorised_cell(row)}, P_test {row['qa_test']['mean']:.1f}", flush=True)
+
+
+def packing_markdown(path):
+    rows = bk.read_jsonl(path)
+    lines = ["## Packing: whole entries against windows cut anywhere", "",
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py packing`. The cpu preset (N = 1,000, "
+             "context 128, 60 biography passes; mixed: QAr 0.8, the steps scaled so the biographies get those "
+             "passes). `stream` cuts windows anywhere, so a later sentence can land in another window than its "
+             "person's name (44% of entries are cut at 128 tokens); `entries` packs whole entries only, padding the "
+             "rest of the window. P_test QA mean in %, each seed. " + provenance(rows), "",
+             "| setting | method | packing | steps | memorised P_train / P_test | P_train QA | **P_test QA** | paper |",
+             "|---|---|---|---|---|---|---|---|"]
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["setting"], r["method"], r["packing"]), []).append(r)
+    for (setting, method, packing), rs in groups.items():
+        test = [r["qa_test"]["mean"] for r in rs]
+        paper = PAPER_TABLE[setting][method == "mixed"][0]
+        lines.append(f"| {setting} | {method} | {packing} | {', '.join(str(r['pretrain_steps']) for r in rs)} | "
+                     + ", ".join(memorised_cell(r) for r in rs) + " | "
+                     + ", ".join(fmt(r["qa_train"]["mean"]) for r in rs) + " | **" + ", ".join(fmt(t) for t in test)
+                     + (f" (mean {np.mean(test):.1f})" if len(rs) > 1 else "") + f"** | {fmt(paper)} |")
+    return "\n".join(lines) + "\n"
+
+
 # `scale`: where mixed training on bioS single starts to work. Each point a set of overrides of the cpu preset, run
 # for seeds 0 and 1; biographies get 60 passes (budget "bio"), QAr 0.8. `where` says which machine it is sized for:
 # a cpu point takes at most ~40 minutes on one thread, a gpu point longer (`--device cuda` runs those).
@@ -839,7 +886,8 @@ def write_report(result, out):
     markdown = report_markdown(result) + "\n" + probe_markdown(result)
     for name, table in (("full_table.jsonl", full_table_markdown), ("celebrity.jsonl", celebrity_markdown),
                         ("gbert.jsonl", gbert_markdown), ("finetune_grid.jsonl", finetune_grid_markdown),
-                        ("qa_ratio.jsonl", qa_ratio_markdown), ("mixed_scale.jsonl", scale_markdown),
+                        ("qa_ratio.jsonl", qa_ratio_markdown), ("packing.jsonl", packing_markdown),
+                        ("mixed_scale.jsonl", scale_markdown),
                         ("mixed_sweep.jsonl", mixed_sweep_markdown), ("probe_curve.jsonl", probe_curve_markdown),
                         ("gpu_session.json", gpu_session_markdown)):
         if os.path.isfile(os.path.join(out, name)):
@@ -856,7 +904,7 @@ def write_report(result, out):
 TABLES = {"full": full_table, "celebrity": celebrity_table, "gbert": gbert_table,
           "finetune-grid": lambda *a, jobs=1, **kw: finetune_grid(*a, **kw),
           "qa-ratio": lambda *a, **kw: mixed_sweep(*a, **kw, sweep=QA_RATIO_SWEEP, name="qa_ratio.jsonl", append=False),
-          "scale": scale_study, "mixed-sweep": mixed_sweep, "probe-curve": probe_curve}
+          "packing": packing_table, "scale": scale_study, "mixed-sweep": mixed_sweep, "probe-curve": probe_curve}
 
 
 def main(argv=None):
