@@ -864,6 +864,14 @@ BAD_INPUTS = {  # what a user may type -> words the one-line error must contain
                                "--data"),
     "unknown objective": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--objective", "xlm"],
                           "--objective"),
+    "unknown packing": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--packing", "bins"],
+                        "--packing"),
+    "unknown budget rule": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--mode", "mixed",
+                                          "--budget", "steps"], "--budget"),
+    "mixed with no biography windows": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--mode",
+                                                      "mixed", "--qa-ratio", "1"], "--qa-ratio"),
+    "probe holdout out of range": (lambda root: ["probe", "--run", str(root / "run"), "--data", str(root / "d"),
+                                                 "--holdout", "1.5", "--out", "OUT"], "--holdout"),
 }
 
 
