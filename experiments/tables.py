@@ -237,6 +237,13 @@ def probe_markdown(result):
                 paper = PAPER_P_PROBE.get(row["setting"], {}).get(attr) if kind == "first_token" else None
                 lines.append(f"| {attr} | {kind.replace('_', ' ')} | {fmt(p['baseline'][kind][attr])} | "
                              + " | ".join(fmt(v) for v in accs) + f" | {' '.join(fmt(v) for v in paper or [])} |")
+        if "seen" in p:  # how much the classes no probe-training person has hold the whole-value numbers down
+            best = {a: max(range(6), key=lambda i: p["whole"][k][i]) for k, a in enumerate(p["attributes"]["whole"])}
+            lines += ["", "Whole value at each attribute's best position, all P_test people / those whose value some "
+                      "probe-training person has (the share who have none): " + "; ".join(
+                          f"{a} {fmt(p['whole'][k][best[a]])} / {fmt(p['seen']['whole'][a][best[a]])} "
+                          f"({fmt(p['unseen_share']['whole'][a])}%)" for k, a in enumerate(p["attributes"]["whole"]))
+                      + "."]
     lines += ["", "### Q-probing (Figure 7)", "",
               "Only the full name after a start token, read at the name's last token. Paper rows from Figure 7 "
               "(its Q-probe reads an end token after the name). QA P_test: the row's QA accuracy (mean of the same "
@@ -845,6 +852,16 @@ def probe_curve_markdown(path):
         lines.append(f"| {r['setting']} | {r['probe'].upper()} | {r['q_read'] if r['probe'] == 'q' else 'before each'} "
                      f"| {r['readout']} | {r['steps']} | {m['first_token']:.1f} | {m['whole']:.1f} | {seen:.1f} | "
                      f"{r['minutes']:.1f} |")
+    q = [r for r in rows if r["probe"] == "q"]
+    if q:
+        gain = max(probe_means(r["result"], "q")["whole"] - probe_means(s["result"], "q")["whole"] for r in q for s in q
+                   if s["steps"] == 0 and (s["setting"], s["readout"], s["q_read"]) == (r["setting"], r["readout"],
+                                                                                     r["q_read"]))
+        best = {s: max(probe_means(r["result"], "q")["whole"] for r in q if r["setting"] == s)
+                for s in dict.fromkeys(r["setting"] for r in q)}
+        lines += ["", f"Joint steps beyond the read-out fit lift no Q-probe by more than {gain:.1f} points; the best "
+                  "Q-probe whole-value mean of each model, over read positions, read-outs and steps: "
+                  + ", ".join(f"{s} {v:.1f}%" for s, v in best.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
