@@ -1261,7 +1261,8 @@ def reproduce_row(setting, method, preset, seed, device, work, quiet=False, trai
                             force=True, quiet=quiet)
     result = evaluate(model, data, pick_device(device), pretrained=pretrained)
     return dict(setting=setting, method=method, **result, **probed, pretrain_steps=info["steps"],
-                pretrain_loss=info["final_loss"], minutes=round((time.time() - t0) / 60, 2))
+                pretrain_loss=info["final_loss"], minutes=round((time.time() - t0) / 60, 2),
+                hardware=hardware_name(pick_device(device)))
 
 
 def run_rows(tasks, preset, seed, device, work, jobs=1, quiet=False, desc=""):

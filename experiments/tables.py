@@ -99,7 +99,8 @@ def provenance(rows):
 def table_line(row, preset, seed, device, **extra):
     """A table's JSON line: the row's numbers and what produced them (preset, seed, N, hardware, version, commit)."""
     return dict(row, **extra, preset=preset, seed=seed, people=bk.resolve_config(preset).people,
-                hardware=bk.hardware_name(bk.pick_device(device)), bioknow=bk.VERSION, commit=bk.git_commit())
+                hardware=row.get("hardware") or bk.hardware_name(bk.pick_device(device)), bioknow=bk.VERSION,
+                commit=bk.git_commit())
 
 
 def memorised_cell(row):
@@ -685,7 +686,8 @@ def sweep_line(row, overrides, preset, seed, device, hardware):
     return dict({k: getattr(cfg, k) for k in SWEEP_FIELDS}, steps=row["pretrain_steps"],
                 **{k: row[k] for k in ("bio_memorization", "memorization_p_train", "memorization_p_test",
                                        "qa_train", "qa_test", "minutes")},
-                seed=seed, preset=preset, config=dataclasses.asdict(cfg), hardware=hardware, bioknow=bk.VERSION,
+                seed=seed, preset=preset, config=dataclasses.asdict(cfg), hardware=row.get("hardware", hardware),
+                bioknow=bk.VERSION,
                 commit=bk.git_commit())
 
 
@@ -786,11 +788,12 @@ def qa_ratio_markdown(path):
         lines.append(f"| {r['qa_ratio']:g} | {r.get('budget', 'all')} | {r['steps']} | {memorised_cell(r)} | "
                      f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
                      f"{fmt(PAPER_QA_RATIO.get(r['qa_ratio']))} | {r['minutes']:.1f} |")
-    best = max(rows, key=lambda r: r["qa_test"]["mean"])
-    verdict = "the paper's rise is not reproduced at this preset" if best["qa_test"]["mean"] < 20 else \
-        "compare the rise with the paper's column"
-    lines += ["", f"Best P_test {best['qa_test']['mean']:.1f}% at QAr {best['qa_ratio']:g}; the paper rises from "
-                  f"24.5% at 0.1 to 85-87% at 0.6-0.8: {verdict}."]
+    ours = sorted((r["qa_ratio"], r["qa_test"]["mean"]) for r in rows)
+    below = all(v < PAPER_QA_RATIO.get(q, 101) for q, v in ours)
+    lines += ["", f"P_test from the lowest to the highest ratio: {ours[0][1]:.1f} -> {ours[-1][1]:.1f}% "
+              f"({'rises' if ours[-1][1] > ours[0][1] + 5 else 'does not rise'}; the paper 24.5 -> 85.7, most of it "
+              f"by 0.4); {'below' if below else 'not below'} the paper at every ratio. One seed a ratio: seeds of "
+              "the same run differ by up to 20 points at this size (the scale table)."]
     return "\n".join(lines) + "\n"
 
 
