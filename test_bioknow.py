@@ -1083,3 +1083,30 @@ def test_packing_table_and_probe_curve_write_what_the_report_renders(tmp_path, m
         ("p", "candidates", 0)]
     assert all(r["result"]["scored_on"] == "held-out P_train" for r in curve)
     assert "| single | Q | name | candidates | 2 |" in tables.probe_curve_markdown(str(tmp_path / "probe_curve.jsonl"))
+
+
+@pytest.mark.slow
+def test_probe_scale_probes_each_model_with_both_readouts_and_reuses_a_finished_pretraining(tmp_path, monkeypatch):
+    small = dict(people=40, passes=1)
+    monkeypatch.setattr(tables, "PROBE_SCALE", [("single", "qa_finetune", small, (0,)),
+                                                ("single", "mixed", dict(small, qa_ratio=0.5), (0,))])
+    work = tables.probe_scale_work(str(tmp_path), "single", "qa_finetune", small, 0)
+    _, _, run, model, _ = bk.pretrained_run("single", "qa_finetune", "tiny", 0, "cpu", work, quiet=True,
+                                            train_overrides=small)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tables.probe_scale("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    rows = bk.read_jsonl(str(tmp_path / "probe_scale.jsonl"))
+    assert [(r["method"], r["pretraining_reused"], r["qa_ratio"]) for r in rows] == [
+        ("qa_finetune", True, 0.8), ("mixed", False, 0.5)]
+    reloaded, _, _ = bk.load_checkpoint(run, "cpu", bk.load_data(str(tmp_path / "work" / "probe-scale" /
+                                                                     "single-qa_finetune-passes1-people40-seed0" /
+                                                                     "data-single"))["vocab"])
+    assert all(torch.equal(before[k], v) for k, v in reloaded.state_dict().items())  # reused, not retrained
+    for r in rows:
+        assert set(r["probes"]) == {"linear", "candidates"}
+        assert all(set(p) >= {"p_probe", "q_probe"} and p["q_probe"]["scored_on"] == "P_test"
+                   for p in r["probes"].values())
+    tables.probe_scale("tiny", 0, str(tmp_path), "cpu", quiet=True)  # nothing left to run
+    assert bk.read_jsonl(str(tmp_path / "probe_scale.jsonl")) == rows
+    table = tables.probe_scale_markdown(str(tmp_path / "probe_scale.jsonl"))
+    assert "| single mixed | 1x32 | 0.5 | 0 |" in table and table.count(" / ") >= 6
