@@ -16,6 +16,7 @@ minutes and commit; `report` renders them all.
 """
 import argparse
 import dataclasses
+import glob
 import json
 import os
 import sys
@@ -180,6 +181,29 @@ def report_markdown(result):
     return "\n".join(lines) + "\n"
 
 
+def seeds_markdown(results):
+    """The headline's rows on every seed run (OUT/reproduce.json and OUT/seed*/reproduce.json), each check per seed:
+    a conclusion rests on at least two."""
+    lines = ["## The headline on every seed", "",
+             "Each seed is `python bioknow.py reproduce --seed S --jobs 2` (seed 0 above; others with `--out "
+             "results/seedS`): data, pretraining, probes and finetuning all drawn from that seed. P_test QA in %; "
+             "Q-probe: whole-value mean at the name.", "",
+             "| row | seed | memorised | P_train QA | **P_test QA** | shown | Q-probe | paper P_test | hardware, "
+             "minutes (row / whole command) |", "|---|---|---|---|---|---|---|---|---|"]
+    for key in bk.REPRODUCE_ROWS:
+        for result in results:
+            row = next(r for r in result["rows"] if (r["setting"], r["method"]) == key)
+            ok = meets_threshold(row)
+            lines.append(f"| {' '.join(key)} | {result['seed']} | {memorised_cell(row)} | {row['qa_train']['mean']:.1f} "
+                         f"| **{row['qa_test']['mean']:.1f}** | {'yes' if ok else 'NO' if ok is False else ''} | "
+                         f"{fmt(whole_means(row)[0]) if 'q_probe' in row else ''} | {fmt(PAPER_QA[key][0])} | "
+                         f"{row.get('hardware', result['hardware'])}, {row['minutes']:.1f} / {result['minutes']:.1f} |")
+        tests = [next(r for r in res["rows"] if (r["setting"], r["method"]) == key)["qa_test"]["mean"]
+                 for res in results]
+        lines.append(f"| {' '.join(key)} | mean | | | **{np.mean(tests):.1f}** | | | | |")
+    return "\n".join(lines) + "\n"
+
+
 def q_probe_vs_qa(rows):
     """Q-probe whole-value accuracy against QA P_test accuracy on the same five attributes (paper Result 5): the
     correlation across rows (of the means) and across (row, attribute) pairs."""
@@ -217,11 +241,16 @@ def probe_markdown(result):
     rows = [r for r in result["rows"] if "p_probe" in r or "q_probe" in r]
     if not rows:
         return ""
+    about = rows[0].get("p_probe") or rows[0]["q_probe"]
+    population = (f"{about['probe_people']} P_train people and scored on the {about['scored_people']} P_test people"
+                  if "probe_people" in about else "P_train people and scored on P_test people")
     lines = ["## Probing: where the pretrained model keeps each fact (Results 4-5)", "",
-             "Frozen pretrained models (before QA finetuning), probes trained on P_train people and scored on P_test "
-             "people, accuracy in %; `base` is the majority guess. Recipe (notes below): read-outs fitted on "
-             "the frozen features, then trained with the rank-2 (P) / rank-16 (Q) embedding update; AdamW lr 1e-3, "
-             "wd 0.3, linear decay."]
+             f"Frozen pretrained models (before QA finetuning), probes trained on the {population} (at the paper's "
+             "N = 100,000: 50,000 and 50,000), accuracy in %; `base` is the majority guess. Recipe (notes below): the paper's "
+             f"linear classifier, its read-outs fitted on the frozen features ({bk.PROBE_HEAD_STEPS} full-batch "
+             f"steps), then trained with the rank-2 (P) / rank-16 (Q) embedding update for {about.get('steps', 'the')} "
+             "steps; AdamW lr 1e-3, wd 0.3, linear decay. The candidate read-out and other models: the probe tables "
+             "further down."]
     for row in rows:
         if "p_probe" not in row:
             continue
@@ -993,6 +1022,9 @@ def gpu_session_markdown(path):
 def write_report(result, out):
     """REPORT.md from a reproduce result and its probes, each table whose OUT/*.jsonl is there, and the notes."""
     markdown = report_markdown(result) + "\n" + probe_markdown(result)
+    others = sorted(glob.glob(os.path.join(out, "seed*", "reproduce.json")))
+    if others:
+        markdown += "\n" + seeds_markdown([result] + [bk.read_json(p) for p in others])
     for name, table in (("full_table.jsonl", full_table_markdown), ("celebrity.jsonl", celebrity_markdown),
                         ("gbert.jsonl", gbert_markdown), ("finetune_grid.jsonl", finetune_grid_markdown),
                         ("qa_ratio.jsonl", qa_ratio_markdown), ("packing.jsonl", packing_markdown),
