@@ -98,10 +98,10 @@ def provenance(rows):
             f"minutes for the {len(rows)} runs.")
 
 
-def table_line(row, preset, seed, device, **extra):
-    """A table's JSON line: the row's numbers and what produced them (preset, seed, N, hardware, version, commit)."""
-    return dict(row, **extra, preset=preset, seed=seed, people=bk.resolve_config(preset).people,
-                hardware=row.get("hardware") or bk.hardware_name(bk.pick_device(device)), bioknow=bk.VERSION,
+def table_line(row, preset, seed, **extra):
+    """A table's JSON line: the row's numbers (with the hardware that ran it) and what produced them (preset, seed,
+    N, version, commit)."""
+    return dict(row, **extra, preset=preset, seed=seed, people=bk.resolve_config(preset).people, bioknow=bk.VERSION,
                 commit=bk.git_commit())
 
 
@@ -332,7 +332,7 @@ def full_table(preset, seed, out, device, quiet=False, jobs=1):
     order = [(s, m) for s in FULL_SETTINGS for m in FULL_METHODS]
     tasks = [dict(setting=s, method=m, probes=("q",)) for s, m in order if (s, m) not in done]
     for _, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "full table"):
-        kept.append(table_line(row, preset, seed, device))
+        kept.append(table_line(row, preset, seed))
         bk.rewrite_jsonl(path, sorted(kept, key=lambda r: order.index((r["setting"], r["method"]))))
         print(f"{row['setting']:>26} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
               f"{row['qa_test']['mean']:5.1f}  Q-probe {whole_means(row)[0]:5.1f}  ({row['minutes']:.1f} min)",
@@ -446,7 +446,7 @@ def celebrity_table(preset, seed, out, device, quiet=False, jobs=1):
              for s, c in CELEBRITY_ROWS]
     for task, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "celebrity table"):
         celebrities = task["celebrities"]
-        lines.append(table_line(row, preset, seed, device, celebrities=celebrities, passes=task["train_overrides"][
+        lines.append(table_line(row, preset, seed, celebrities=celebrities, passes=task["train_overrides"][
             "passes"], celebrity_aug="multi5+permute" if celebrities else None))
         order = [(t["setting"], t["celebrities"]) for t in tasks]
         bk.rewrite_jsonl(path, sorted(lines, key=lambda r: order.index((r["setting"], r["celebrities"]))))
@@ -505,7 +505,7 @@ def gbert_table(preset, seed, out, device, quiet=False, jobs=1):
     overrides = dict(objective="mlm", passes=2 * bk.resolve_config(preset).passes)
     tasks = [dict(setting=s, method=m, train_overrides=overrides) for s, m in GBERT_ROWS]
     for _, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "gbert table"):
-        lines.append(table_line(row, preset, seed, device, **overrides))
+        lines.append(table_line(row, preset, seed, **overrides))
         bk.rewrite_jsonl(path, sorted(lines, key=lambda r: GBERT_ROWS.index((r["setting"], r["method"]))))
         print(f"GBERT {row['setting']:>24} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
               f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
@@ -636,7 +636,7 @@ def packing_table(preset, seed, out, device, quiet=False, jobs=1):
                   work=os.path.join(out, "work", "packing", f"{p}-seed{sd}")) for s, m, p, sd in PACKING_ROWS
              if (s, m, p, sd) not in done]
     for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "packing"):
-        kept.append(table_line(row, preset, task["seed"], device, packing=task["train_overrides"]["packing"]))
+        kept.append(table_line(row, preset, task["seed"], packing=task["train_overrides"]["packing"]))
         bk.rewrite_jsonl(path, sorted(kept, key=lambda r: PACKING_ROWS.index(
             (r["setting"], r["method"], r["packing"], r["seed"]))))
         print(f"{row['setting']:>24} {row['method']:<12} {task['train_overrides']['packing']:<8} seed {task['seed']}: "
@@ -700,26 +700,24 @@ def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_
     OUT/NAME with its configuration, seed, memorisation and QA: appended to what is there, or (append=False) a file
     of this run's lines only."""
     os.makedirs(out, exist_ok=True)
-    path, hardware = os.path.join(out, name), bk.hardware_name(bk.pick_device(device))
+    path = os.path.join(out, name)
     kept = bk.read_jsonl(path) if append and os.path.isfile(path) else []
     sweep = MIXED_SWEEP if sweep is None else sweep
     tasks = [dict(setting="single", method="mixed", train_overrides=o, work=os.path.join(out, "work", f"sweep-{i}"))
              for i, o in enumerate(sweep)]
     for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "mixed sweep"):
-        kept.append(sweep_line(row, task["train_overrides"], preset, seed, device, hardware))
+        kept.append(sweep_line(row, task["train_overrides"], preset, seed, device))
         bk.rewrite_jsonl(path, kept)
         print(f"mixed {json.dumps(task['train_overrides'])}: memorised {memorised_cell(row)}, P_test "
               f"{row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)", flush=True)
 
 
-def sweep_line(row, overrides, preset, seed, device, hardware):
+def sweep_line(row, overrides, preset, seed, device):
     cfg = bk.resolve_config(preset, seed=seed, device=device, mode="mixed", **overrides)  # as pretrained_run
     return dict({k: getattr(cfg, k) for k in SWEEP_FIELDS}, steps=row["pretrain_steps"],
                 **{k: row[k] for k in ("bio_memorization", "memorization_p_train", "memorization_p_test",
-                                       "qa_train", "qa_test", "minutes")},
-                seed=seed, preset=preset, config=dataclasses.asdict(cfg), hardware=row.get("hardware", hardware),
-                bioknow=bk.VERSION,
-                commit=bk.git_commit())
+                                       "qa_train", "qa_test", "minutes", "hardware")},
+                seed=seed, preset=preset, config=dataclasses.asdict(cfg), bioknow=bk.VERSION, commit=bk.git_commit())
 
 
 def scale_study(preset, seed, out, device, quiet=False, jobs=1):
@@ -741,7 +739,7 @@ def scale_study(preset, seed, out, device, quiet=False, jobs=1):
                   for s in SCALE_SEEDS if point["where"] == where and (key, s) not in done]
     for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "scale"):
         overrides = task["train_overrides"]
-        kept.append(dict(sweep_line(row, overrides, preset, task["seed"], device, bk.hardware_name(dev)),
+        kept.append(dict(sweep_line(row, overrides, preset, task["seed"], device),
                          overrides=overrides, where=where))
         bk.rewrite_jsonl(path, kept)
         print(f"scale {json.dumps(overrides)} seed {task['seed']}: memorised {memorised_cell(row)}, P_test "
@@ -903,12 +901,16 @@ def probe_curve_markdown(path):
 # widths, on single after bio pretraining and after mixed training, and on the mixed models of the QA-ratio sweep
 # (whose P_test QA spans 11-59%): does Q-probe accuracy grow with width, and does it track QA? Overrides of the cpu
 # preset; a finished pretrained run already in the point's work directory with the same configuration is reused.
-PROBE_SCALE = [(setting, method, overrides, seeds) for setting, method, overrides, seeds in [
-    ("multi5+permute+fullname", "qa_finetune", {}, (0, 1)),
-    ("multi5+permute+fullname", "qa_finetune", dict(n_embd=256), (0, 1)),
-    ("single", "qa_finetune", {}, (0, 1)), ("single", "mixed", {}, (0, 1))]
-    + [("single", "mixed", dict(qa_ratio=q), (0,)) for q in (0.1, 0.2, 0.4, 0.6)]]
+PROBE_SCALE = [("multi5+permute+fullname", "qa_finetune", {}, (0, 1)),
+               ("multi5+permute+fullname", "qa_finetune", dict(n_embd=256), (0, 1)),
+               ("single", "qa_finetune", {}, (0, 1)), ("single", "mixed", {}, (0, 1))] + [
+    ("single", "mixed", dict(qa_ratio=q), (0,)) for q in (0.1, 0.2, 0.4, 0.6)]
 PROBE_SCALE_READOUTS = ("linear", "candidates")
+
+
+def probe_scale_key(setting, method, overrides):
+    """What names a probe-scale model, the seed aside (overrides as sorted JSON)."""
+    return setting, method, json.dumps(overrides, sort_keys=True)
 
 
 def probe_scale_work(out, setting, method, overrides, seed):
@@ -922,11 +924,11 @@ def probe_scale(preset, seed, out, device, quiet=False, jobs=1):
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "probe_scale.jsonl")
     kept = bk.read_jsonl(path) if os.path.isfile(path) else []
-    done = {(r["setting"], r["method"], json.dumps(r["overrides"], sort_keys=True), r["seed"]) for r in kept}
+    done = {(*probe_scale_key(r["setting"], r["method"], r["overrides"]), r["seed"]) for r in kept}
     tasks = [dict(setting=st, method=m, train_overrides=ov, seed=s, work=probe_scale_work(out, st, m, ov, s),
                   reuse=True)
              for st, m, ov, seeds in PROBE_SCALE for s in seeds
-             if (st, m, json.dumps(ov, sort_keys=True), s) not in done]
+             if (*probe_scale_key(st, m, ov), s) not in done]
     reused = {t["work"]: os.path.isfile(os.path.join(t["work"], f"{t['setting']}-{t['method']}", "model.pt"))
               for t in tasks}
     for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "probe scale"):
@@ -971,8 +973,8 @@ def probe_scale_markdown(path):
              + provenance(rows), "",
              "| model | layers x width | QAr | seed | memorised | QA P_test | P-probe pos 0 | P-probe own position | "
              "Q-probe whole | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
-    order = [(st, m, json.dumps(ov, sort_keys=True)) for st, m, ov, _ in PROBE_SCALE]
-    key = lambda r: (r["setting"], r["method"], json.dumps(r["overrides"], sort_keys=True))  # noqa: E731
+    order = [probe_scale_key(st, m, ov) for st, m, ov, _ in PROBE_SCALE]
+    key = lambda r: probe_scale_key(r["setting"], r["method"], r["overrides"])  # noqa: E731
     rows = sorted(rows, key=lambda r: (order.index(key(r)) if key(r) in order else len(order), r["seed"]))
     for r in rows:
         lin, cand = r["probes"]["linear"], r["probes"]["candidates"]
