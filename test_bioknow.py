@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import bioknow as bk
+from support.plumbing import bios_from, check_data, read_checkpoint, read_json, read_jsonl, rewrite_jsonl, write_atomic
 from experiments import tables
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -388,8 +389,7 @@ def test_p_probe_positions_are_just_before_each_attribute(people):
     for spec in ("single", "multi2+permute", "single+permute2+fullname"):
         for p in people[:30]:
             for entry in bk.biographies(p, bk.parse_aug(spec), random.Random(p["id"])):
-                ids = [tok.eos] + tok.encode(entry)
-                positions = bk.p_probe_positions(ids, p, tok)
+                [ids], [positions] = bk.p_probe_inputs(dict(people=[p], bios=[dict(id=p["id"], text=entry)]), tok)
                 firsts = {tok.encode(p[a])[0] for a in bk.ATTRIBUTES}
                 assert len(positions) == 6 and positions == sorted(positions)
                 assert all(ids[i + 1] in firsts for i in positions)
@@ -411,7 +411,7 @@ def test_probe_trains_only_its_own_parameters(tiny_run):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = bk.load_data(str(tiny_run / "d"))
     tok = bk.Tokenizer(data["vocab"])
-    labels = bk.probe_labels(data["people"], tok)
+    labels = {key: ids for key, (_, ids) in bk.probe_classes(data["people"], tok).items()}
     probes = bk.new_probes(model.wte.weight, 2, "layer", 6, labels, "cpu")
     for a, b, heads in probes.values():
         assert a.shape[1] == b.shape[0] == 2 and not b.any()  # the embedding update starts at zero
@@ -596,7 +596,7 @@ def test_check_reports_tampered_data(tmp_path, capsys, file, change, expect):
     edit_jsonl(d / file, 3, change)
     code, out, _ = run_main(capsys, "check", str(d))
     assert code == 1 and expect in out, out
-    if bk.check_data(bk.load_data(str(d)), full=False):  # the cheap part, which `train` runs: it refuses
+    if check_data(bk.load_data(str(d)), full=False):  # the cheap part, which `train` runs: it refuses
         code, _, err = run_main(capsys, "train", "--data", str(d), "--out", str(tmp_path / "r"), "--preset", "tiny")
         assert code == 2 and expect in err and not (tmp_path / "r").exists()
 
@@ -615,8 +615,8 @@ def test_bios_from_keeps_texts_with_all_six_values_and_probes_them(tmp_path, cap
     assert code == 0 and "20 of 40 texts left out" in err
     data = bk.load_data(str(tmp_path / "byo"))
     assert len(data["bios"]) == 20 and data["vocab"][:len(bk.VOCAB)] == bk.VOCAB and "happily" in data["vocab"]
-    assert len(bk.read_jsonl(str(tmp_path / "byo" / "rejected.jsonl"))) == 20
-    assert bk.check_data(data) == []
+    assert len(read_jsonl(str(tmp_path / "byo" / "rejected.jsonl"))) == 20
+    assert check_data(data) == []
     seqs, positions = bk.p_probe_inputs(data, bk.Tokenizer(data["vocab"]))  # read positions found by value match
     assert all(len(set(p)) == 6 for p in positions)
     cfg = bk.resolve_config("tiny", steps=2)
@@ -625,7 +625,7 @@ def test_bios_from_keeps_texts_with_all_six_values_and_probes_them(tmp_path, cap
     assert len(result["p_probe"]["first_token"]) == 6
     mine.write_text(json.dumps(dict(id=0, text=people[0]["name"])) + "\n")  # nobody has a text with all six
     with pytest.raises(bk.UserError, match="20 people"):
-        bk.bios_from(str(src), str(mine), str(tmp_path / "byo2"))
+        bios_from(str(src), str(mine), str(tmp_path / "byo2"))
     assert not (tmp_path / "byo2").exists()
 
 
@@ -640,7 +640,7 @@ def same_weights(run_a, run_b):
 
 
 def logged_curve(run):
-    return [(r["step"], r["loss"], r["lr"]) for r in bk.read_jsonl(os.path.join(run, "log.jsonl"))]
+    return [(r["step"], r["loss"], r["lr"]) for r in read_jsonl(os.path.join(run, "log.jsonl"))]
 
 
 @pytest.mark.slow
@@ -735,7 +735,7 @@ def test_atomic_write_leaves_old_file_or_new_never_half(tmp_path):
             f.write('{"trunc')
         raise KeyboardInterrupt  # a kill in the middle of the write
     with pytest.raises(KeyboardInterrupt):
-        bk.write_atomic(path, dies_half_way)
+        write_atomic(path, dies_half_way)
     assert json.loads(open(path).read()) == {"good": 1} and os.listdir(tmp_path) == ["f.json"]
 
 
@@ -916,7 +916,7 @@ def test_tiny_end_to_end_cli(tmp_path):
     before = json.loads(cli("eval", "--run", r, "--data", d).stdout)
     cli("eval", "--run", q, "--data", d, "--out", str(tmp_path / "e.json"))
     after = json.loads((tmp_path / "e.json").read_text())
-    log = bk.read_jsonl(os.path.join(r, "log.jsonl"))
+    log = read_jsonl(os.path.join(r, "log.jsonl"))
     assert log[-1]["loss"] < 0.6 * log[0]["loss"], (log[0], log[-1])
     assert before["qa_train"]["mean"] == 0 and after["qa_train"]["mean"] >= 5
     assert after["qa_train"]["mean"] > after["qa_test"]["mean"]
@@ -964,7 +964,7 @@ def test_finetune_grid_reuses_the_pretrained_run_and_reports_each_recipe(tmp_pat
     stamp = os.path.getmtime(tmp_path / "work" / "single-qa_finetune" / "model.pt")
     tables.finetune_grid("tiny", 0, str(tmp_path), "cpu", quiet=True)
     assert os.path.getmtime(tmp_path / "work" / "single-qa_finetune" / "model.pt") == stamp  # reused, not retrained
-    rows = bk.read_jsonl(str(tmp_path / "finetune_grid.jsonl"))
+    rows = read_jsonl(str(tmp_path / "finetune_grid.jsonl"))
     assert [r["recipe"] for r in rows] == ["full finetuning", "LoRA q/v rank 2 + embedding rank 4"]
     assert rows[1]["lora_emb"] == 4 and set(rows[0]["qa_train_first_token"]) == {"mean", *bk.ATTRIBUTES}
     assert rows[0]["lr"] == bk.resolve_config("tiny", "finetune").lr  # the finetuning stage's recipe
@@ -974,7 +974,7 @@ def test_finetune_grid_reuses_the_pretrained_run_and_reports_each_recipe(tmp_pat
 def test_mixed_sweep_writes_rows_the_report_tabulates(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "MIXED_SWEEP", [dict(people=40, passes=1), dict(people=40, passes=1, n_embd=64)])
     tables.mixed_sweep("tiny", 0, str(tmp_path), "cpu", quiet=True)
-    rows = bk.read_jsonl(str(tmp_path / "mixed_sweep.jsonl"))
+    rows = read_jsonl(str(tmp_path / "mixed_sweep.jsonl"))
     assert [r["n_embd"] for r in rows] == [32, 64] and all(0 <= r["qa_test"]["mean"] <= 100 for r in rows)
     table = tables.mixed_sweep_markdown(str(tmp_path / "mixed_sweep.jsonl"))
     assert table.count("\n| 40 |") == 2
@@ -984,7 +984,7 @@ def test_qa_ratio_sweep_rewrites_its_file_and_sets_the_paper_beside(tmp_path, mo
     monkeypatch.setattr(tables, "QA_RATIO_SWEEP", [dict(people=40, passes=1, qa_ratio=r) for r in (0.2, 0.8)])
     for _ in range(2):  # a rerun replaces the file, it does not append
         tables.mixed_sweep("tiny", 0, str(tmp_path), "cpu", True, tables.QA_RATIO_SWEEP, "qa_ratio.jsonl", append=False)
-    rows = bk.read_jsonl(str(tmp_path / "qa_ratio.jsonl"))
+    rows = read_jsonl(str(tmp_path / "qa_ratio.jsonl"))
     assert [r["qa_ratio"] for r in rows] == [0.2, 0.8]
     table = tables.qa_ratio_markdown(str(tmp_path / "qa_ratio.jsonl"))
     assert "| 0.2 |" in table and "| 53.6 |" in table and "| 85.7 |" in table
@@ -996,13 +996,13 @@ def test_full_table_resumes_and_the_celebrity_table_reuses_it(tmp_path, monkeypa
     monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
     tables.full_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
     path = str(tmp_path / "full_table.jsonl")
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     assert [(r["setting"], r["method"]) for r in rows] == [(s, m) for s in tables.FULL_SETTINGS for m in tables.FULL_METHODS]
     assert all(set(r["q_probe"]["whole"]) == set(bk.ATTRIBUTES[1:]) and r["people"] == 40 for r in rows)
     rewritten = rows[:3]  # a run killed after three rows continues with the fourth, keeping the three
-    bk.rewrite_jsonl(path, rewritten)
+    rewrite_jsonl(path, rewritten)
     tables.full_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
-    again = bk.read_jsonl(path)
+    again = read_jsonl(path)
     assert again[:3] == rewritten and len(again) == 4
     table = tables.full_table_markdown(path)
     assert "| single+permute1 | bioknow |" in table and "| | paper | 4.4 |" in table
@@ -1011,7 +1011,7 @@ def test_full_table_resumes_and_the_celebrity_table_reuses_it(tmp_path, monkeypa
     stamp = os.path.getmtime(run)
     tables.celebrity_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
     assert os.path.getmtime(run) == stamp  # the alone rows reuse the full table's pretrained models
-    rows = bk.read_jsonl(str(tmp_path / "celebrity.jsonl"))
+    rows = read_jsonl(str(tmp_path / "celebrity.jsonl"))
     assert [(r["setting"], r["celebrities"]) for r in rows] == [("single+permute1", 0), ("single+permute1", 40),
                                                                  ("single", 0), ("single", 40)]
     celebrities = bk.load_data(str(tmp_path / "work" / "full" / "data-single+celebrities"))
@@ -1025,11 +1025,11 @@ def test_gbert_table_sets_the_gpt_beside(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "GBERT_ROWS", (("single", "qa_finetune"),))
     monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
     tables.gbert_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
-    row, = bk.read_jsonl(str(tmp_path / "gbert.jsonl"))
+    row, = read_jsonl(str(tmp_path / "gbert.jsonl"))
     assert row["objective"] == "mlm" and 0 <= row["qa_test"]["mean"] <= 100
-    assert bk.read_checkpoint(str(tmp_path / "work" / "gbert" / "single-qa_finetune-qa"))[1].objective == "mlm"
+    assert read_checkpoint(str(tmp_path / "work" / "gbert" / "single-qa_finetune-qa"))[1].objective == "mlm"
     gpt = dict(row, preset="tiny", qa_test=dict.fromkeys(row["qa_test"], 50.0))
-    bk.rewrite_jsonl(str(tmp_path / "full_table.jsonl"), [gpt])
+    rewrite_jsonl(str(tmp_path / "full_table.jsonl"), [gpt])
     table = tables.gbert_markdown(str(tmp_path / "gbert.jsonl"))
     assert "| single | qa_finetune | GBERT |" in table and "| single | qa_finetune | GPT |" in table
     assert "| 3.7 |" in table and "Its two best" in table
@@ -1041,7 +1041,7 @@ def test_report_renders_the_committed_results_and_refuses_without_them(tmp_path,
     tables.main(["report", "--out", str(tmp_path / "results")])
     report = (tmp_path / "results" / "REPORT.md").read_text()
     assert report == open(os.path.join(HERE, "results", "REPORT.md")).read()
-    seeds = [bk.read_json(p)["seed"] for p in [str(tmp_path / "results" / "reproduce.json")]
+    seeds = [read_json(p)["seed"] for p in [str(tmp_path / "results" / "reproduce.json")]
              + sorted(glob.glob(str(tmp_path / "results" / "seed*" / "reproduce.json")))]
     assert len(seeds) < 2 or ("## The headline on every seed" in report and "| single mixed | mean |" in report
                               and all(f"| single mixed | {s} |" in report for s in seeds))
@@ -1060,12 +1060,12 @@ def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(t
                                                  dict(people=40, passes=1, where="gpu")])
     monkeypatch.setattr(tables, "SCALE_SEEDS", (0,))
     tables.scale_study("tiny", 0, str(tmp_path), "cpu", quiet=True)
-    rows = bk.read_jsonl(str(tmp_path / "mixed_scale.jsonl"))
+    rows = read_jsonl(str(tmp_path / "mixed_scale.jsonl"))
     assert [r["overrides"] for r in rows] == [dict(people=40, passes=1), dict(people=40, passes=1, n_embd=64)]
     assert all(r["config"]["mode"] == "mixed" and r["hardware"].startswith("cpu") and "minutes" in r for r in rows)
     assert all(r["config"]["people"] == 40 and r["seed"] == 0 and "memorization_p_test" in r for r in rows)
     tables.scale_study("tiny", 0, str(tmp_path), "cpu", quiet=True)  # nothing left to run
-    assert bk.read_jsonl(str(tmp_path / "mixed_scale.jsonl")) == rows
+    assert read_jsonl(str(tmp_path / "mixed_scale.jsonl")) == rows
     table = tables.scale_markdown(str(tmp_path / "mixed_scale.jsonl"))
     assert table.count("**not memorised**") == 2 and "| 40 | 1x64 |" in table
 
@@ -1074,7 +1074,7 @@ def test_packing_table_and_probe_curve_write_what_the_report_renders(tmp_path, m
     monkeypatch.setattr(tables, "PACKING_ROWS", [("single", "mixed", p, 0) for p in ("stream", "entries")])
     monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
     tables.packing_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
-    rows = bk.read_jsonl(str(tmp_path / "packing.jsonl"))
+    rows = read_jsonl(str(tmp_path / "packing.jsonl"))
     assert [(r["packing"], r["seed"]) for r in rows] == [("stream", 0), ("entries", 0)]
     assert "| single | mixed | entries |" in tables.packing_markdown(str(tmp_path / "packing.jsonl"))
     monkeypatch.setattr(tables, "PROBE_CURVE", dict(models=("single",), q_steps=(0, 2), p_steps=(0,),
@@ -1083,7 +1083,7 @@ def test_packing_table_and_probe_curve_write_what_the_report_renders(tmp_path, m
         tables.probe_curve("tiny", 0, str(tmp_path), "cpu", quiet=True)
     bk.pretrained_run("single", "qa_finetune", "tiny", 0, "cpu", str(tmp_path / "work"), quiet=True)
     tables.probe_curve("tiny", 0, str(tmp_path), "cpu", quiet=True)
-    curve = bk.read_jsonl(str(tmp_path / "probe_curve.jsonl"))
+    curve = read_jsonl(str(tmp_path / "probe_curve.jsonl"))
     assert [(r["probe"], r["readout"], r["steps"]) for r in curve] == [
         ("q", "linear", 0), ("q", "linear", 2), ("q", "candidates", 0), ("q", "candidates", 2), ("p", "linear", 0),
         ("p", "candidates", 0)]
@@ -1101,7 +1101,7 @@ def test_probe_scale_probes_each_model_with_both_readouts_and_reuses_a_finished_
                                             train_overrides=small)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tables.probe_scale("tiny", 0, str(tmp_path), "cpu", quiet=True)
-    rows = bk.read_jsonl(str(tmp_path / "probe_scale.jsonl"))
+    rows = read_jsonl(str(tmp_path / "probe_scale.jsonl"))
     assert [(r["method"], r["pretraining_reused"], r["qa_ratio"]) for r in rows] == [
         ("qa_finetune", True, 0.8), ("mixed", False, 0.5)]
     reloaded, _, _ = bk.load_checkpoint(run, "cpu", bk.load_data(str(tmp_path / "work" / "probe-scale" /
@@ -1113,6 +1113,6 @@ def test_probe_scale_probes_each_model_with_both_readouts_and_reuses_a_finished_
         assert all(set(p) >= {"p_probe", "q_probe"} and p["q_probe"]["scored_on"] == "P_test"
                    for p in r["probes"].values())
     tables.probe_scale("tiny", 0, str(tmp_path), "cpu", quiet=True)  # nothing left to run
-    assert bk.read_jsonl(str(tmp_path / "probe_scale.jsonl")) == rows
+    assert read_jsonl(str(tmp_path / "probe_scale.jsonl")) == rows
     table = tables.probe_scale_markdown(str(tmp_path / "probe_scale.jsonl"))
     assert "| single mixed | 1x32 | 0.5 | 0 |" in table and table.count(" / ") >= 6

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import bioknow as bk  # noqa: E402
+from support.plumbing import git_commit, read_json, read_jsonl, rewrite_jsonl, write_text  # noqa: E402
 
 RULER = "# " + "-" * 118
 
@@ -102,7 +103,7 @@ def table_line(row, preset, seed, **extra):
     """A table's JSON line: the row's numbers (with the hardware that ran it) and what produced them (preset, seed,
     N, version, commit)."""
     return dict(row, **extra, preset=preset, seed=seed, people=bk.resolve_config(preset).people, bioknow=bk.VERSION,
-                commit=bk.git_commit())
+                commit=git_commit())
 
 
 def memorised_cell(row):
@@ -324,7 +325,7 @@ def full_table(preset, seed, out, device, quiet=False, jobs=1):
     start over)."""
     os.makedirs(out, exist_ok=True)
     path, work = os.path.join(out, "full_table.jsonl"), os.path.join(out, "work", "full")
-    lines = bk.read_jsonl(path) if os.path.isfile(path) else []
+    lines = read_jsonl(path) if os.path.isfile(path) else []
     kept = [r for r in lines if (r.get("preset"), r.get("seed")) == (preset, seed)]
     if kept:
         print(f"keeping the {len(kept)} finished rows of {path} (delete it to rerun them)", flush=True)
@@ -333,7 +334,7 @@ def full_table(preset, seed, out, device, quiet=False, jobs=1):
     tasks = [dict(setting=s, method=m, probes=("q",)) for s, m in order if (s, m) not in done]
     for _, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "full table"):
         kept.append(table_line(row, preset, seed))
-        bk.rewrite_jsonl(path, sorted(kept, key=lambda r: order.index((r["setting"], r["method"]))))
+        rewrite_jsonl(path, sorted(kept, key=lambda r: order.index((r["setting"], r["method"]))))
         print(f"{row['setting']:>26} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
               f"{row['qa_test']['mean']:5.1f}  Q-probe {whole_means(row)[0]:5.1f}  ({row['minutes']:.1f} min)",
               flush=True)
@@ -364,7 +365,7 @@ def ordering_checks(qa, mixed):
 
 
 def full_table_markdown(path):
-    rows = {(r["setting"], r["method"]): r for r in bk.read_jsonl(path)}
+    rows = {(r["setting"], r["method"]): r for r in read_jsonl(path)}
     settings = [s for s in FULL_SETTINGS if (s, "qa_finetune") in rows or (s, "mixed") in rows]
     any_row = next(iter(rows.values()))
     lines = ["## All 16 bioS settings (Figure 3)", "",
@@ -449,14 +450,14 @@ def celebrity_table(preset, seed, out, device, quiet=False, jobs=1):
         lines.append(table_line(row, preset, seed, celebrities=celebrities, passes=task["train_overrides"][
             "passes"], celebrity_aug="multi5+permute" if celebrities else None))
         order = [(t["setting"], t["celebrities"]) for t in tasks]
-        bk.rewrite_jsonl(path, sorted(lines, key=lambda r: order.index((r["setting"], r["celebrities"]))))
+        rewrite_jsonl(path, sorted(lines, key=lambda r: order.index((r["setting"], r["celebrities"]))))
         print(f"{row['setting']:>16} {'with' if celebrities else 'without'} celebrities: memorised "
               f"{memorised_cell(row)}  P_train {row['qa_train']['mean']:5.1f}  minority P_test "
               f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
 
 
 def celebrity_markdown(path):
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     lines = ["## Celebrity helps minority (Result 6, Figure 17)", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py celebrity`. Preset "
              f"`{rows[0]['preset']}`: N = {rows[0]['people']} minority people with one biography under the setting; "
@@ -506,15 +507,15 @@ def gbert_table(preset, seed, out, device, quiet=False, jobs=1):
     tasks = [dict(setting=s, method=m, train_overrides=overrides) for s, m in GBERT_ROWS]
     for _, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "gbert table"):
         lines.append(table_line(row, preset, seed, **overrides))
-        bk.rewrite_jsonl(path, sorted(lines, key=lambda r: GBERT_ROWS.index((r["setting"], r["method"]))))
+        rewrite_jsonl(path, sorted(lines, key=lambda r: GBERT_ROWS.index((r["setting"], r["method"]))))
         print(f"GBERT {row['setting']:>24} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
               f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
 
 
 def gbert_markdown(path):
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     full_path = os.path.join(os.path.dirname(path), "full_table.jsonl")
-    gpt = {(r["setting"], r["method"]): r for r in (bk.read_jsonl(full_path) if os.path.isfile(full_path) else [])
+    gpt = {(r["setting"], r["method"]): r for r in (read_jsonl(full_path) if os.path.isfile(full_path) else [])
            if (r["preset"], r["seed"]) == (rows[0]["preset"], rows[0]["seed"])}
     lines = ["## GBERT: the bidirectional model (Result 7, Figure 9)", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py gbert`. Preset "
@@ -583,15 +584,15 @@ def finetune_grid(preset, seed, out, device, quiet=False):
                     passes=cfg.passes, qa_train_first_token=qa_train_first_token, qa_train=qa_train,
                     qa_test=bk.qa_accuracies(model, tok, split["test"], dev)[0],
                     minutes=round((time.time() - t0) / 60, 2),
-                    hardware=bk.hardware_name(dev), bioknow=bk.VERSION, commit=bk.git_commit())
+                    hardware=bk.hardware_name(dev), bioknow=bk.VERSION, commit=git_commit())
         lines.append(line)
-        bk.rewrite_jsonl(path, lines)
+        rewrite_jsonl(path, lines)
         print(f"{line['recipe']:>40}: P_train first token {line['qa_train_first_token']['mean']:.1f}, exact "
               f"{line['qa_train']['mean']:.1f}; P_test {line['qa_test']['mean']:.1f}", flush=True)
 
 
 def finetune_grid_markdown(path):
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     lines = ["## QA finetuning recipes on bioS single (paper Figure 2)", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py finetune-grid`. One pretrained "
              "bioS single model, QA-finetuned on P_train with each recipe: the preset's optimiser and epochs for all "
@@ -630,21 +631,21 @@ PACKING_ROWS = [(s, m, p, seed) for s, m in (("single", "mixed"), ("single", "qa
 def packing_table(preset, seed, out, device, quiet=False, jobs=1):
     """PACKING_ROWS -> OUT/packing.jsonl, a line a run as it finishes; runs already there are kept."""
     path = os.path.join(out, "packing.jsonl")
-    kept = bk.read_jsonl(path) if os.path.isfile(path) else []
+    kept = read_jsonl(path) if os.path.isfile(path) else []
     done = {(r["setting"], r["method"], r["packing"], r["seed"]) for r in kept}
     tasks = [dict(setting=s, method=m, seed=sd, train_overrides=dict(packing=p),
                   work=os.path.join(out, "work", "packing", f"{p}-seed{sd}")) for s, m, p, sd in PACKING_ROWS
              if (s, m, p, sd) not in done]
     for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "packing"):
         kept.append(table_line(row, preset, task["seed"], packing=task["train_overrides"]["packing"]))
-        bk.rewrite_jsonl(path, sorted(kept, key=lambda r: PACKING_ROWS.index(
+        rewrite_jsonl(path, sorted(kept, key=lambda r: PACKING_ROWS.index(
             (r["setting"], r["method"], r["packing"], r["seed"]))))
         print(f"{row['setting']:>24} {row['method']:<12} {task['train_overrides']['packing']:<8} seed {task['seed']}: "
               f"memorised {memorised_cell(row)}, P_test {row['qa_test']['mean']:.1f}", flush=True)
 
 
 def packing_markdown(path):
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     lines = ["## Packing: whole entries against windows cut anywhere", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py packing`. The cpu preset (N = 1,000, "
              "context 128, 60 biography passes; mixed: QAr 0.8, the steps scaled so the biographies get those "
@@ -701,13 +702,13 @@ def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_
     of this run's lines only."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, name)
-    kept = bk.read_jsonl(path) if append and os.path.isfile(path) else []
+    kept = read_jsonl(path) if append and os.path.isfile(path) else []
     sweep = MIXED_SWEEP if sweep is None else sweep
     tasks = [dict(setting="single", method="mixed", train_overrides=o, work=os.path.join(out, "work", f"sweep-{i}"))
              for i, o in enumerate(sweep)]
     for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "mixed sweep"):
         kept.append(sweep_line(row, task["train_overrides"], preset, seed, device))
-        bk.rewrite_jsonl(path, kept)
+        rewrite_jsonl(path, kept)
         print(f"mixed {json.dumps(task['train_overrides'])}: memorised {memorised_cell(row)}, P_test "
               f"{row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)", flush=True)
 
@@ -717,7 +718,7 @@ def sweep_line(row, overrides, preset, seed, device):
     return dict({k: getattr(cfg, k) for k in SWEEP_FIELDS}, steps=row["pretrain_steps"],
                 **{k: row[k] for k in ("bio_memorization", "memorization_p_train", "memorization_p_test",
                                        "qa_train", "qa_test", "minutes", "hardware")},
-                seed=seed, preset=preset, config=dataclasses.asdict(cfg), bioknow=bk.VERSION, commit=bk.git_commit())
+                seed=seed, preset=preset, config=dataclasses.asdict(cfg), bioknow=bk.VERSION, commit=git_commit())
 
 
 def scale_study(preset, seed, out, device, quiet=False, jobs=1):
@@ -726,7 +727,7 @@ def scale_study(preset, seed, out, device, quiet=False, jobs=1):
     point's seeds run one after the other, points in their order."""
     os.makedirs(out, exist_ok=True)
     path, dev = os.path.join(out, "mixed_scale.jsonl"), bk.pick_device(device)
-    kept = bk.read_jsonl(path) if os.path.isfile(path) else []
+    kept = read_jsonl(path) if os.path.isfile(path) else []
     done = {(json.dumps(r["overrides"], sort_keys=True), r["seed"]) for r in kept}
     where = "gpu" if bk.device_type(dev) == "cuda" else "cpu"
     tasks = []
@@ -741,7 +742,7 @@ def scale_study(preset, seed, out, device, quiet=False, jobs=1):
         overrides = task["train_overrides"]
         kept.append(dict(sweep_line(row, overrides, preset, task["seed"], device),
                          overrides=overrides, where=where))
-        bk.rewrite_jsonl(path, kept)
+        rewrite_jsonl(path, kept)
         print(f"scale {json.dumps(overrides)} seed {task['seed']}: memorised {memorised_cell(row)}, P_test "
               f"{row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)", flush=True)
 
@@ -753,7 +754,7 @@ def sweep_columns(r):
 
 
 def scale_markdown(path):
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     groups = {}
     for r in rows:
         groups.setdefault(json.dumps(r["overrides"], sort_keys=True), []).append(r)
@@ -782,7 +783,7 @@ def scale_markdown(path):
 
 def mixed_sweep_markdown(path):
     """A table of mixed-training runs (one JSON object a line, as `reproduce_row` returns plus the run's shape)."""
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     lines = ["## Mixed training: the earlier sweep", "",
              f"From `{os.path.basename(path)}` (raw numbers, one run a line, one seed). bioS single, mixed training "
              "from scratch, passes counting every window (budget `all`: at QAr 0.8 the biographies get a fifth of "
@@ -806,7 +807,7 @@ def mixed_sweep_markdown(path):
 
 
 def qa_ratio_markdown(path):
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     lines = ["## Mixed training and the QA ratio (Figure 10)", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py qa-ratio`. bioS single, mixed "
              "training from scratch at the preset, QAr = the probability that a window is QA; the biographies get the "
@@ -854,8 +855,8 @@ def probe_curve(preset, seed, out, device, quiet=False, jobs=1):
         lines.append(dict(setting=setting, probe=kind, steps=steps, readout=readout, q_read=read,
                           result=result[f"{kind}_probe"], minutes=round((time.time() - t0) / 60, 2), preset=preset,
                           seed=seed, hardware=bk.hardware_name(bk.pick_device(device)), bioknow=bk.VERSION,
-                          commit=bk.git_commit()))
-        bk.rewrite_jsonl(path, lines)
+                          commit=git_commit()))
+        rewrite_jsonl(path, lines)
 
 
 def probe_means(result, kind):
@@ -867,7 +868,7 @@ def probe_means(result, kind):
 
 
 def probe_curve_markdown(path):
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     lines = ["## The probe recipe: accuracy against steps (Appendix E)", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py probe-curve`. The headline's pretrained "
              f"models; probes trained on 80% of P_train people ({rows[0]['result']['probe_people']}) and scored on the "
@@ -923,7 +924,7 @@ def probe_scale(preset, seed, out, device, quiet=False, jobs=1):
     finishes; models already there (same setting, method, overrides and seed) are kept."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "probe_scale.jsonl")
-    kept = bk.read_jsonl(path) if os.path.isfile(path) else []
+    kept = read_jsonl(path) if os.path.isfile(path) else []
     done = {(*probe_scale_key(r["setting"], r["method"], r["overrides"]), r["seed"]) for r in kept}
     tasks = [dict(setting=st, method=m, train_overrides=ov, seed=s, work=probe_scale_work(out, st, m, ov, s),
                   reuse=True)
@@ -943,8 +944,8 @@ def probe_scale(preset, seed, out, device, quiet=False, jobs=1):
                          probes=probes, pretraining_reused=reused[task["work"]],
                          minutes=round(row["minutes"] + (time.time() - t0) / 60, 2), preset=preset,
                          config=dataclasses.asdict(cfg), hardware=row["hardware"], bioknow=bk.VERSION,
-                         commit=bk.git_commit()))
-        bk.rewrite_jsonl(path, kept)
+                         commit=git_commit()))
+        rewrite_jsonl(path, kept)
         q = {r: probe_means(p["q_probe"], "q")["whole"] for r, p in probes.items()}
         print(f"probe scale {task['setting']} {task['method']} {json.dumps(task['train_overrides'])} seed "
               f"{task['seed']}: QA P_test {row['qa_test']['mean']:.1f}, Q-probe whole "
@@ -958,7 +959,7 @@ def p_probe_at(result, position):
 
 
 def probe_scale_markdown(path):
-    rows = bk.read_jsonl(path)
+    rows = read_jsonl(path)
     lines = ["## Probes against scale (Results 4-5)", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py probe-scale`. Pretrained models (before "
              f"QA finetuning) of bioS at N = {rows[0]['config']['people']}, probed as in the headline: trained on the "
@@ -1046,7 +1047,7 @@ def write_report(result, out):
     markdown = report_markdown(result) + "\n" + probe_markdown(result)
     others = sorted(glob.glob(os.path.join(out, "seed*", "reproduce.json")))
     if others:
-        markdown += "\n" + seeds_markdown([result] + [bk.read_json(p) for p in others])
+        markdown += "\n" + seeds_markdown([result] + [read_json(p) for p in others])
     for name, table in (("full_table.jsonl", full_table_markdown), ("celebrity.jsonl", celebrity_markdown),
                         ("gbert.jsonl", gbert_markdown), ("finetune_grid.jsonl", finetune_grid_markdown),
                         ("qa_ratio.jsonl", qa_ratio_markdown), ("packing.jsonl", packing_markdown),
@@ -1058,7 +1059,7 @@ def write_report(result, out):
             markdown += "\n" + table(os.path.join(out, name))
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")) as f:
         markdown += "\n" + f.read()
-    bk.write_text(os.path.join(out, "REPORT.md"), markdown)
+    write_text(os.path.join(out, "REPORT.md"), markdown)
     print(markdown)
 
 
@@ -1091,7 +1092,7 @@ def main(argv=None):
             path = os.path.join(args.out, "reproduce.json")
             if not os.path.isfile(path):
                 raise bk.UserError(f"no {path} (run `python bioknow.py reproduce --out {args.out}` first)")
-            return write_report(bk.read_json(path), args.out)
+            return write_report(read_json(path), args.out)
         preset = args.preset or ("table" if args.table in ("full", "celebrity", "gbert") else bk.DEFAULT_PRESET)
         TABLES[args.table](preset, args.seed, args.out, args.device, quiet=args.quiet, jobs=args.jobs)
     except bk.UserError as e:
