@@ -957,6 +957,20 @@ def test_the_papers_own_numbers_hold_every_ordering_check():
     assert [holds for _, holds, _ in tables.ordering_checks(flat, flat)] == [False, False, False, False, False]
 
 
+def test_celebrity_report_sets_every_seed_below_and_checks_each_lift(tmp_path):
+    def row(setting, celebrities, seed, p_test):
+        return dict(setting=setting, celebrities=celebrities, seed=seed, passes=60.0, preset="tiny", people=40,
+                    qa_train={"mean": 90.0}, qa_test=dict({a: p_test for a in bk.ATTRIBUTES}, mean=p_test),
+                    memorization_p_train={"mean": 100.0}, memorization_p_test={"mean": 100.0}, minutes=1.0,
+                    hardware="cpu", commit="x")
+    os.makedirs(tmp_path / "seed1")
+    rewrite_jsonl(str(tmp_path / "celebrity.jsonl"), [row("single", 0, 0, 10.0), row("single", 40, 0, 80.0)])
+    rewrite_jsonl(str(tmp_path / "seed1" / "celebrity.jsonl"), [row("single", 0, 1, 9.0), row("single", 40, 1, 25.0)])
+    table = tables.celebrity_markdown(str(tmp_path / "celebrity.jsonl"))
+    assert "| single | 40 | 1 | 60.0 |" in table
+    assert "(20+ for each setting and seed): NO; single +70.0 / +16.0 points on seeds 0 / 1 (paper +53.5)" in table
+
+
 def test_finetune_grid_reuses_the_pretrained_run_and_reports_each_recipe(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "FINETUNE_GRID", [dict(), dict(lora_qv=2, lora_emb=4)])
     monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40))
