@@ -41,7 +41,8 @@ from support.plumbing import (  # noqa: E402
     UserError, pick_device, device_type, hardware_name, autocast, compiles, maybe_compile, tune_for, seed_everything,
     write_json, write_data_dir, load_data, load_checked_data, check_options, setting_data, finished_pretraining,
     SHAPE, new_run_dir, save_checkpoint, load_checkpoint, resume_state, run_config, run_log, final_loss,
-    stop_if_diverged, world, data_parallel, mean_over_ranks, run_rows, peak_flops, seconds_per_call)
+    stop_if_diverged, world, data_parallel, mean_over_ranks, run_rows, bench_step, peak_flops,
+    seconds_per_call)
 
 ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
 
@@ -1256,17 +1257,13 @@ def flops_per_token(model, cfg):
 
 
 def bench(cfg, vocab_size=None, steps=10, warmup=3):
-    """Time bioknow's own training step (training_step, the one `train` runs) at cfg's shape on one batch of random
-    tokens, after warm-up: speed, MFU, and the preset's whole pretraining projected at that speed."""
+    """Time bioknow's own training step (bench_step: training_step, the one `train` runs, on one batch of random
+    tokens) after warm-up: speed, MFU, and the preset's whole pretraining projected at that speed."""
     device = pick_device(cfg.device)
     tune_for(device)
-    seed_everything(cfg.seed)
     vocab_size = vocab_size or len(VOCAB)
-    model = GPT(cfg, vocab_size).to(device)
-    opt, fwd = make_optimizer(model, cfg, device), maybe_compile(model, cfg, device)
-    w = torch.randint(vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device)
-    sec = seconds_per_call(lambda: training_step(fwd, model, opt, w[:, :-1], w[:, 1:], cfg, cfg.lr, device), steps,
-                           warmup, device)
+    step, model = bench_step(cfg, vocab_size, device)
+    sec = seconds_per_call(step, steps, warmup, device)
     tokens_per_sec = cfg.batch_size * cfg.block_size / sec
     peak, preset = peak_flops(device), resolve_config(cfg.preset)
     tokens = preset.steps * preset.batch_size * preset.block_size

@@ -72,18 +72,19 @@ step "4. profile of the paper-shape step"
 timeout 120 $PY - "$DEV" "${PAPER[1]}" <<'EOF' | tee "$OUT/results/profile.txt"
 import sys, torch
 import bioknow as bk
+from support.plumbing import synchronize
 device, preset = sys.argv[1], sys.argv[2]
 cfg = bk.resolve_config(preset, device=device, compile="off")
 bk.tune_for(device)
 step, model = bk.bench_step(cfg, len(bk.VOCAB), device)
 for _ in range(3):
     step()
-bk.synchronize(device)
+synchronize(device)
 activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
 with torch.profiler.profile(activities=activities) as prof:
     for _ in range(5):
         step()
-    bk.synchronize(device)
+    synchronize(device)
 key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
 print(f"eager step, {cfg.batch_size} x {cfg.block_size} tokens, {cfg.n_layer}x{cfg.n_embd}; 5 steps")
 print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))

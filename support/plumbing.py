@@ -611,6 +611,16 @@ def peak_flops(device):
     return next((tflops * 1e12 for key, tflops in PEAK_BF16_TFLOPS.items() if key in name), None)
 
 
+def bench_step(cfg, vocab_size, device):
+    """bioknow's own training step (training_step, the one `train` runs) at cfg's shape on one batch of random
+    tokens, as a function; and the model it trains."""
+    seed_everything(cfg.seed)
+    model = bk.GPT(cfg, vocab_size).to(device)
+    opt, fwd = bk.make_optimizer(model, cfg, device), maybe_compile(model, cfg, device)
+    w = torch.randint(vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device)
+    return (lambda: bk.training_step(fwd, model, opt, w[:, :-1], w[:, 1:], cfg, cfg.lr, device)), model
+
+
 def seconds_per_call(fn, steps, warmup, device):
     """Mean wall time of fn() over `steps` calls after `warmup` calls (which also trigger compilation)."""
     for _ in range(warmup):
