@@ -1,7 +1,7 @@
 """
 What bioknow.py's method stands on, and a reader of the paper may skip: devices, files written atomically, data
-directories loaded and checked, your own biographies, checkpoints and bitwise resume, and data parallelism under
-torchrun. bioknow.py imports every name it uses from here, so `bioknow.X` works for all of them.
+directories loaded and checked, your own biographies, checkpoints and bitwise resume, data parallelism under torchrun,
+the tables' runs side by side, and bench timing. bioknow.py imports the names it uses from here.
 """
 import ctypes
 import dataclasses
