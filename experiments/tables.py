@@ -458,11 +458,14 @@ def celebrity_table(preset, seed, out, device, quiet=False, jobs=1):
 
 def celebrity_markdown(path):
     """The celebrity table, with the rows of other seeds (OUT/seed*/celebrity.jsonl) below seed 0's."""
-    rows = read_jsonl(path)
-    for other in sorted(glob.glob(os.path.join(os.path.dirname(path), "seed*", os.path.basename(path)))):
+    rows, others = read_jsonl(path), sorted(glob.glob(os.path.join(os.path.dirname(path), "seed*",
+                                                                     os.path.basename(path))))
+    for other in others:
         rows += read_jsonl(other)
     lines = ["## Celebrity helps minority (Result 6, Figure 17)", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py celebrity`. Preset "
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py celebrity`"
+             + ("; another seed's rows: `tables.py celebrity --seed N --out results/seedN`" if others else "")
+             + ". Preset "
              f"`{rows[0]['preset']}`: N = {rows[0]['people']} minority people with one biography under the setting; "
              "alone, QA finetuning on half of them (P_train) and P_test the other half; with celebrities, N more "
              "people with multi5+permute biographies in the same pretraining, QA finetuning on the celebrities only "
