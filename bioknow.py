@@ -841,7 +841,7 @@ def value_positions(tokens, person, tok):
 
 
 def first_entries(data):
-    """Each person's first biography entry, by id."""
+    """Each person's first biography entry, by id (read from the end, so the first one is what stays)."""
     return {b["id"]: b["text"] for b in reversed(data["bios"])}
 
 

@@ -558,11 +558,10 @@ def finished_pretraining(run, data, cfg, device):
     """(model, info) of RUN when it is a finished pretraining of `cfg` on `data`, to reuse; None otherwise."""
     if not os.path.isfile(os.path.join(run, "model.pt")):
         return None
-    ckpt, saved = read_checkpoint(run, data["vocab"])
+    model, saved, ckpt = load_checkpoint(run, pick_device(device), data["vocab"])
     if (ckpt["kind"], ckpt["step"], ckpt.get("data")) != ("pretrain", ckpt["total_steps"], data_identity(data)) \
             or dataclasses.replace(saved, device=device) != cfg:
         return None
-    model, _, _ = load_checkpoint(run, pick_device(device), data["vocab"])
     return model, dict(steps=ckpt["step"], final_loss=final_loss(run, []))
 
 
@@ -577,7 +576,7 @@ def run_rows(tasks, preset, seed, device, work, jobs=1, quiet=False, desc=""):
     calls = [dict(preset=preset, seed=seed, device=device, work=work, quiet=True) | task for task in tasks]
     for c in calls:
         people = bk.resolve_config(preset, **c.get("train_overrides") or {}).people
-        bk.setting_data(c["setting"], people, c["seed"], c["work"], c.get("celebrities", 0), quiet=True)
+        setting_data(c["setting"], people, c["seed"], c["work"], c.get("celebrities", 0), quiet=True)
     bar = tqdm(total=len(calls), desc=desc, disable=quiet)
     if jobs <= 1:
         for task, c in zip(tasks, calls):
