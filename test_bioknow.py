@@ -994,14 +994,16 @@ def test_mixed_sweep_writes_rows_the_report_tabulates(tmp_path, monkeypatch):
     assert table.count("\n| 40 |") == 2
 
 
-def test_qa_ratio_sweep_rewrites_its_file_and_sets_the_paper_beside(tmp_path, monkeypatch):
+def test_qa_ratio_sweep_replaces_its_seed_keeps_the_others_and_sets_the_paper_beside(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "QA_RATIO_SWEEP", [dict(people=40, passes=1, qa_ratio=r) for r in (0.2, 0.8)])
-    for _ in range(2):  # a rerun replaces the file, it does not append
-        tables.mixed_sweep("tiny", 0, str(tmp_path), "cpu", True, tables.QA_RATIO_SWEEP, "qa_ratio.jsonl", append=False)
+    for seed in (0, 0, 1):  # a rerun of a seed replaces its lines, another seed's lines are added
+        tables.mixed_sweep("tiny", seed, str(tmp_path), "cpu", True, tables.QA_RATIO_SWEEP, "qa_ratio.jsonl",
+                           append=False)
     rows = read_jsonl(str(tmp_path / "qa_ratio.jsonl"))
-    assert [r["qa_ratio"] for r in rows] == [0.2, 0.8]
+    assert sorted((r["qa_ratio"], r["seed"]) for r in rows) == [(0.2, 0), (0.2, 1), (0.8, 0), (0.8, 1)]
     table = tables.qa_ratio_markdown(str(tmp_path / "qa_ratio.jsonl"))
-    assert "| 0.2 |" in table and "| 53.6 |" in table and "| 85.7 |" in table
+    assert table.count("| 0.2 |") == 1 and "(mean " in table and "| 53.6 |" in table and "| 85.7 |" in table
+    assert "mean over seeds 0, 1" in table
 
 
 @pytest.mark.slow

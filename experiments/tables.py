@@ -710,11 +710,12 @@ SWEEP_FIELDS = ("people", "n_layer", "n_head", "n_embd", "passes", "lr", "batch_
 
 def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_sweep.jsonl", append=True, jobs=1):
     """Mixed training on bioS single for each set of overrides (MIXED_SWEEP by default), one JSON line a run in
-    OUT/NAME with its configuration, seed, memorisation and QA: appended to what is there, or (append=False) a file
-    of this run's lines only."""
+    OUT/NAME with its configuration, seed, memorisation and QA: appended to what is there, or (append=False) in place
+    of the lines this seed had there, other seeds' lines kept."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, name)
-    kept = read_jsonl(path) if append and os.path.isfile(path) else []
+    kept = read_jsonl(path) if os.path.isfile(path) else []
+    kept = kept if append else [r for r in kept if r["seed"] != seed]
     sweep = MIXED_SWEEP if sweep is None else sweep
     tasks = [dict(setting="single", method="mixed", train_overrides=o, work=os.path.join(out, "work", f"sweep-{i}"))
              for i, o in enumerate(sweep)]
@@ -821,21 +822,33 @@ def mixed_sweep_markdown(path):
 def qa_ratio_markdown(path):
     rows = read_jsonl(path)
     lines = ["## Mixed training and the QA ratio (Figure 10)", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py qa-ratio`. bioS single, mixed "
-             "training from scratch at the preset, QAr = the probability that a window is QA; the biographies get the "
-             "preset's passes at every ratio unless the budget column says `all` (passes counting every window). "
-             "Accuracy in %. " + provenance(rows), "",
+             f"From `{os.path.basename(path)}`; `python experiments/tables.py qa-ratio` (add `--seed 1` for the "
+             "second seed). bioS single, mixed training from scratch at the preset, QAr = the probability that a "
+             "window is QA; the biographies get the preset's passes at every ratio unless the budget column says "
+             "`all` (passes counting every window). Each cell a seed, in seed order. Accuracy in %. "
+             + provenance(rows), "",
              "| QAr | budget | steps | memorised | P_train | **P_test** | paper P_test | minutes |", "|" + "---|" * 8]
-    for r in rows:
-        lines.append(f"| {r['qa_ratio']:g} | {r.get('budget', 'all')} | {r['steps']} | {memorised_cell(r)} | "
-                     f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
-                     f"{fmt(PAPER_QA_RATIO.get(r['qa_ratio']))} | {r['minutes']:.1f} |")
-    ours = sorted((r["qa_ratio"], r["qa_test"]["mean"]) for r in rows)
+    ratios = {}
+    for r in sorted(rows, key=lambda r: (r["qa_ratio"], r["seed"])):
+        ratios.setdefault(r["qa_ratio"], []).append(r)
+    means = {}
+    for q, rs in ratios.items():
+        test = [r["qa_test"]["mean"] for r in rs]
+        means[q] = float(np.mean(test))
+        cells = lambda f: ", ".join(f(r) for r in rs)  # noqa: E731
+        lines.append(f"| {q:g} | {rs[0].get('budget', 'all')} | {cells(lambda r: str(r['steps']))} | "
+                     f"{cells(memorised_cell)} | {cells(lambda r: fmt(r['qa_train']['mean']))} | "
+                     f"**{', '.join(fmt(t) for t in test)}" + (f" (mean {means[q]:.1f})" if len(rs) > 1 else "")
+                     + f"** | {fmt(PAPER_QA_RATIO.get(q))} | {cells(lambda r: format(r['minutes'], '.1f'))} |")
+    ours = sorted(means.items())
+    seeds = sorted({r["seed"] for r in rows})
     below = all(v < PAPER_QA_RATIO.get(q, 101) for q, v in ours)
-    lines += ["", f"P_test from the lowest to the highest ratio: {ours[0][1]:.1f} -> {ours[-1][1]:.1f}% "
+    lines += ["", f"P_test from the lowest to the highest ratio ({'mean over seeds ' if len(seeds) > 1 else 'seed '}"
+              f"{', '.join(map(str, seeds))}): {ours[0][1]:.1f} -> {ours[-1][1]:.1f}% "
               f"({'rises' if ours[-1][1] > ours[0][1] + 5 else 'does not rise'}; the paper 24.5 -> 85.7, most of it "
-              f"by 0.4); {'below' if below else 'not below'} the paper at every ratio. One seed a ratio: seeds of "
-              "the same run differ by up to 20 points at this size (the scale table)."]
+              f"by 0.4); {'below' if below else 'not below'} the paper at every ratio."
+              + (" One seed a ratio: seeds of the same run differ by up to 20 points at this size (the scale table)."
+                 if len(seeds) < 2 else "")]
     return "\n".join(lines) + "\n"
 
 
@@ -911,13 +924,16 @@ def probe_curve_markdown(path):
 
 
 # `probe-scale` (Results 4-5 against scale): P- and Q-probes, with both read-outs, on the augmented model at two
-# widths, on single after bio pretraining and after mixed training, and on the mixed models of the QA-ratio sweep
-# (whose P_test QA spans 11-59%): does Q-probe accuracy grow with width, and does it track QA? Overrides of the cpu
-# preset; a finished pretrained run already in the point's work directory with the same configuration is reused.
+# widths and two depths, on single after bio pretraining (2 and 4 layers) and after mixed training, and on the mixed
+# models of the QA-ratio sweep (whose P_test QA spans 11-59%): does Q-probe accuracy grow with width or depth, and does
+# it track QA? Overrides of the cpu preset; a finished pretrained run already in the point's work directory with the
+# same configuration is reused.
 PROBE_SCALE = [("multi5+permute+fullname", "qa_finetune", {}, (0, 1)),
                ("multi5+permute+fullname", "qa_finetune", dict(n_embd=256), (0, 1)),
                ("single", "qa_finetune", {}, (0, 1)), ("single", "mixed", {}, (0, 1))] + [
-    ("single", "mixed", dict(qa_ratio=q), (0,)) for q in (0.1, 0.2, 0.4, 0.6)]
+    ("single", "mixed", dict(qa_ratio=q), (0,)) for q in (0.1, 0.2, 0.4, 0.6)] + [
+    ("multi5+permute+fullname", "qa_finetune", dict(n_layer=4), (0, 1)),
+    ("single", "qa_finetune", dict(n_layer=4), (0, 1))]
 PROBE_SCALE_READOUTS = ("linear", "candidates")
 
 
