@@ -994,14 +994,17 @@ def test_mixed_sweep_writes_rows_the_report_tabulates(tmp_path, monkeypatch):
     assert table.count("\n| 40 |") == 2
 
 
-def test_qa_ratio_sweep_replaces_its_seed_keeps_the_others_and_sets_the_paper_beside(tmp_path, monkeypatch):
+def test_qa_ratio_sweep_keeps_finished_runs_adds_a_seed_and_sets_the_paper_beside(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "QA_RATIO_SWEEP", [dict(people=40, passes=1, qa_ratio=r) for r in (0.2, 0.8)])
-    for seed in (0, 0, 1):  # a rerun of a seed replaces its lines, another seed's lines are added
-        tables.mixed_sweep("tiny", seed, str(tmp_path), "cpu", True, tables.QA_RATIO_SWEEP, "qa_ratio.jsonl",
-                           append=False)
-    rows = read_jsonl(str(tmp_path / "qa_ratio.jsonl"))
+    path = str(tmp_path / "qa_ratio.jsonl")
+    sweep = lambda seed: tables.mixed_sweep("tiny", seed, str(tmp_path), "cpu", True, tables.QA_RATIO_SWEEP,  # noqa: E731
+                                            "qa_ratio.jsonl", resume=True)
+    sweep(0)
+    rewrite_jsonl(path, read_jsonl(path)[:1])  # as if killed after its first run
+    sweep(0), sweep(1)
+    rows = read_jsonl(path)
     assert sorted((r["qa_ratio"], r["seed"]) for r in rows) == [(0.2, 0), (0.2, 1), (0.8, 0), (0.8, 1)]
-    table = tables.qa_ratio_markdown(str(tmp_path / "qa_ratio.jsonl"))
+    table = tables.qa_ratio_markdown(path)
     assert table.count("| 0.2 |") == 1 and "(mean " in table and "| 53.6 |" in table and "| 85.7 |" in table
     assert "mean over seeds 0, 1" in table
 

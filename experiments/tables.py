@@ -708,17 +708,18 @@ SWEEP_FIELDS = ("people", "n_layer", "n_head", "n_embd", "passes", "lr", "batch_
                 "qa_ratio", "rotary_frac", "budget", "packing")
 
 
-def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_sweep.jsonl", append=True, jobs=1):
+def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_sweep.jsonl", resume=False, jobs=1):
     """Mixed training on bioS single for each set of overrides (MIXED_SWEEP by default), one JSON line a run in
-    OUT/NAME with its configuration, seed, memorisation and QA: appended to what is there, or (append=False) in place
-    of the lines this seed had there, other seeds' lines kept."""
+    OUT/NAME with its configuration, seed, memorisation and QA, appended to what is there; with resume, a run whose
+    line (same overrides and seed) is there already is not run again, so a killed sweep continues."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, name)
     kept = read_jsonl(path) if os.path.isfile(path) else []
-    kept = kept if append else [r for r in kept if r["seed"] != seed]
+    there = lambda o: any(r["seed"] == seed and all(r["config"].get(k) == v for k, v in o.items())  # noqa: E731
+                          for r in kept)
     sweep = MIXED_SWEEP if sweep is None else sweep
     tasks = [dict(setting="single", method="mixed", train_overrides=o, work=os.path.join(out, "work", f"sweep-{i}"))
-             for i, o in enumerate(sweep)]
+             for i, o in enumerate(sweep) if not (resume and there(o))]
     for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "mixed sweep"):
         kept.append(sweep_line(row, task["train_overrides"], preset, seed, device))
         rewrite_jsonl(path, kept)
@@ -1096,7 +1097,7 @@ def write_report(result, out):
 
 TABLES = {"full": full_table, "celebrity": celebrity_table, "gbert": gbert_table,
           "finetune-grid": lambda *a, jobs=1, **kw: finetune_grid(*a, **kw),
-          "qa-ratio": lambda *a, **kw: mixed_sweep(*a, **kw, sweep=QA_RATIO_SWEEP, name="qa_ratio.jsonl", append=False),
+          "qa-ratio": lambda *a, **kw: mixed_sweep(*a, **kw, sweep=QA_RATIO_SWEEP, name="qa_ratio.jsonl", resume=True),
           "packing": packing_table, "scale": scale_study, "mixed-sweep": mixed_sweep, "probe-curve": probe_curve,
           "probe-scale": probe_scale}
 
