@@ -925,8 +925,9 @@ def probe_curve_markdown(path):
 
 
 # `probe-scale` (Results 4-5 against scale): P- and Q-probes, with both read-outs, on the augmented model at two
-# widths and two depths, on single after bio pretraining (2 and 4 layers) and after mixed training, and on the mixed
-# models of the QA-ratio sweep (whose P_test QA spans 11-59%): does Q-probe accuracy grow with width or depth, and does
+# widths, two depths and two budgets (the paper's multi5 sees each entry ~108 times; the preset's 60 passes over
+# single-sized data give it 12), on single after bio pretraining and after mixed training, and on the mixed models of
+# the QA-ratio sweep (whose P_test QA spans 11-59%): does Q-probe accuracy grow with width, depth or training, and does
 # it track QA? Overrides of the cpu preset; a finished pretrained run already in the point's work directory with the
 # same configuration is reused.
 PROBE_SCALE = [("multi5+permute+fullname", "qa_finetune", {}, (0, 1)),
@@ -934,7 +935,7 @@ PROBE_SCALE = [("multi5+permute+fullname", "qa_finetune", {}, (0, 1)),
                ("single", "qa_finetune", {}, (0, 1)), ("single", "mixed", {}, (0, 1))] + [
     ("single", "mixed", dict(qa_ratio=q), (0,)) for q in (0.1, 0.2, 0.4, 0.6)] + [
     ("multi5+permute+fullname", "qa_finetune", dict(n_layer=4), (0, 1)),
-    ("single", "qa_finetune", dict(n_layer=4), (0, 1))]
+    ("multi5+permute+fullname", "qa_finetune", dict(passes=300), (0,))]
 PROBE_SCALE_READOUTS = ("linear", "candidates")
 
 
@@ -1001,15 +1002,15 @@ def probe_scale_markdown(path):
              "trained by the headline or the QA-ratio sweep, with the same configuration, is reused. Paper (12x768, "
              "N = 100,000): multi5+permute P-probe ~100% at position 0, Q-probe whole value 91.0%; single 2.9%. "
              + provenance(rows), "",
-             "| model | layers x width | QAr | seed | memorised | QA P_test | P-probe pos 0 | P-probe own position | "
-             "Q-probe whole | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | layers x width | passes | QAr | seed | memorised | QA P_test | P-probe pos 0 | "
+             "P-probe own position | Q-probe whole | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = [probe_scale_key(st, m, ov) for st, m, ov, _ in PROBE_SCALE]
     key = lambda r: probe_scale_key(r["setting"], r["method"], r["overrides"])  # noqa: E731
     rows = sorted(rows, key=lambda r: (order.index(key(r)) if key(r) in order else len(order), r["seed"]))
     for r in rows:
         lin, cand = r["probes"]["linear"], r["probes"]["candidates"]
         cell = lambda f: " / ".join(f"{f(p):.1f}" for p in (lin, cand))  # noqa: E731
-        lines.append(f"| {r['setting']} {r['method']} | {r['n_layer']}x{r['n_embd']} | "
+        lines.append(f"| {r['setting']} {r['method']} | {r['n_layer']}x{r['n_embd']} | {r['config']['passes']:g} | "
                      f"{r['qa_ratio'] if r['method'] == 'mixed' else ''} | {r['seed']} | {memorised_cell(r)} | "
                      f"{r['qa_test']['mean']:.1f} | {cell(lambda p: p_probe_at(p['p_probe'], 0))} | "
                      f"{cell(lambda p: p_probe_at(p['p_probe'], None))} | "
@@ -1022,7 +1023,7 @@ def probe_scale_markdown(path):
     augmented = {}
     for r in rows:
         if "permute" in r["setting"]:
-            augmented.setdefault(f"{r['n_layer']}x{r['n_embd']}", []).append(
+            augmented.setdefault(f"{r['n_layer']}x{r['n_embd']} at {r['config']['passes']:g} passes", []).append(
                 p_probe_at(r["probes"]["candidates"]["p_probe"], 0))
     lines += ["", f"Q-probe whole-value mean {min(q_all):.1f}-{max(q_all):.1f}% on every model and read-out (the "
               "paper: 91.0% on the augmented model)"
