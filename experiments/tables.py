@@ -9,7 +9,7 @@ numbers it is compared with, and the checks of what the paper claims. It imports
     python experiments/tables.py finetune-grid # LoRA ranks and full finetuning on bioS single (Figure 2)
     python experiments/tables.py qa-ratio      # mixed training at QAr 0.1 ... 0.8 (Figure 10)
     python experiments/tables.py mixed-sweep   # mixed training at larger budgets, people and widths
-    python experiments/tables.py probe-scale   # P- and Q-probes against width, and on mixed-trained models
+    python experiments/tables.py probe-scale   # P- and Q-probes against width, depth and passes, and on mixed models
 
 Each writes one JSONL file in --out (results/ by default), a line a run with its configuration, seed, hardware,
 minutes and commit; `report` renders them all.
