@@ -1134,4 +1134,4 @@ def test_probe_scale_probes_each_model_with_both_readouts_and_reuses_a_finished_
     tables.probe_scale("tiny", 0, str(tmp_path), "cpu", quiet=True)  # nothing left to run
     assert read_jsonl(str(tmp_path / "probe_scale.jsonl")) == rows
     table = tables.probe_scale_markdown(str(tmp_path / "probe_scale.jsonl"))
-    assert "| single mixed | 1x32 | 0.5 | 0 |" in table and table.count(" / ") >= 6
+    assert "| single mixed | 1x32 | 1 | 0.5 | 0 |" in table and table.count(" / ") >= 6
