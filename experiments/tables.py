@@ -115,6 +115,25 @@ def memorised_cell(row):
     return f"{train:.1f} / {test:.1f}" + (" **not memorised**" if test < bk.MEMORISED else "")
 
 
+def grouped(rows, key):
+    """{key(row): [rows]}, keys in the order they first appear: the seeds of one configuration, a list each."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return groups
+
+
+def seed_cells(rows, value):
+    """One cell of a table that shows each seed: value(row) of each row, joined."""
+    return ", ".join(value(r) for r in rows)
+
+
+def p_test_cell(rows):
+    """Each seed's P_test QA mean, then their mean where there are several: `58.6, 51.9 (mean 55.2)`."""
+    test = [r["qa_test"]["mean"] for r in rows]
+    return ", ".join(fmt(t) for t in test) + (f" (mean {np.mean(test):.1f})" if len(rows) > 1 else "")
+
+
 def is_memorised(row):
     return row.get("memorization_p_test", {}).get("mean", row["bio_memorization"]) >= bk.MEMORISED
 
@@ -666,16 +685,11 @@ def packing_markdown(path):
              "rest of the window. P_test QA mean in %, each seed. " + provenance(rows), "",
              "| setting | method | packing | steps | memorised P_train / P_test | P_train QA | **P_test QA** | paper |",
              "|---|---|---|---|---|---|---|---|"]
-    groups = {}
-    for r in rows:
-        groups.setdefault((r["setting"], r["method"], r["packing"]), []).append(r)
-    for (setting, method, packing), rs in groups.items():
-        test = [r["qa_test"]["mean"] for r in rs]
+    for (setting, method, packing), rs in grouped(rows, lambda r: (r["setting"], r["method"], r["packing"])).items():
         paper = PAPER_TABLE[setting][method == "mixed"][0]
-        lines.append(f"| {setting} | {method} | {packing} | {', '.join(str(r['pretrain_steps']) for r in rs)} | "
-                     + ", ".join(memorised_cell(r) for r in rs) + " | "
-                     + ", ".join(fmt(r["qa_train"]["mean"]) for r in rs) + " | **" + ", ".join(fmt(t) for t in test)
-                     + (f" (mean {np.mean(test):.1f})" if len(rs) > 1 else "") + f"** | {fmt(paper)} |")
+        lines.append(f"| {setting} | {method} | {packing} | {seed_cells(rs, lambda r: str(r['pretrain_steps']))} | "
+                     f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
+                     f"**{p_test_cell(rs)}** | {fmt(paper)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -715,8 +729,8 @@ def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, name)
     kept = read_jsonl(path) if os.path.isfile(path) else []
-    there = lambda o: any(r["seed"] == seed and all(r["config"].get(k) == v for k, v in o.items())  # noqa: E731
-                          for r in kept)
+    there = lambda o: any((r["preset"], r["seed"]) == (preset, seed)  # noqa: E731
+                          and all(r["config"].get(k) == v for k, v in o.items()) for r in kept)
     sweep = MIXED_SWEEP if sweep is None else sweep
     tasks = [dict(setting="single", method="mixed", train_overrides=o, work=os.path.join(out, "work", f"sweep-{i}"))
              for i, o in enumerate(sweep) if not (resume and there(o))]
@@ -769,9 +783,7 @@ def sweep_columns(r):
 
 def scale_markdown(path):
     rows = read_jsonl(path)
-    groups = {}
-    for r in rows:
-        groups.setdefault(json.dumps(r["overrides"], sort_keys=True), []).append(r)
+    groups = grouped(rows, lambda r: json.dumps(r["overrides"], sort_keys=True))
     lines = ["## Mixed training: where it starts to work", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py scale` (`--device cuda` for the larger "
              "points). bioS single, mixed training from scratch, QAr 0.8, the biographies getting 60 passes (the "
@@ -782,12 +794,9 @@ def scale_markdown(path):
     shape = ("people", "n_layer", "n_embd", "block_size", "packing")
     for key, rs in sorted(groups.items(), key=lambda kv: [str(kv[1][0].get(k)).zfill(6) for k in shape]):
         rs = sorted(rs, key=lambda r: r["seed"])
-        test = [r["qa_test"]["mean"] for r in rs]
-        lines.append(sweep_columns(rs[0]) + f" {', '.join(str(r['seed']) for r in rs)} | "
-                     + ", ".join(memorised_cell(r) for r in rs) + " | "
-                     + ", ".join(fmt(r["qa_train"]["mean"]) for r in rs) + " | **"
-                     + ", ".join(fmt(t) for t in test) + (f" (mean {np.mean(test):.1f})" if len(rs) > 1 else "")
-                     + f"** | 86.6 | {sum(r['minutes'] for r in rs):.1f} | {rs[0]['hardware']} |")
+        lines.append(sweep_columns(rs[0]) + f" {seed_cells(rs, lambda r: str(r['seed']))} | "
+                     f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
+                     f"**{p_test_cell(rs)}** | 86.6 | {sum(r['minutes'] for r in rs):.1f} | {rs[0]['hardware']} |")
     best = max(groups.values(), key=lambda rs: np.mean([r["qa_test"]["mean"] for r in rs]))
     level = np.mean([r["qa_test"]["mean"] for r in best])
     lines += ["", f"Best: {level:.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ") + "), against "
@@ -829,19 +838,13 @@ def qa_ratio_markdown(path):
              "`all` (passes counting every window). Each cell a seed, in seed order. Accuracy in %. "
              + provenance(rows), "",
              "| QAr | budget | steps | memorised | P_train | **P_test** | paper P_test | minutes |", "|" + "---|" * 8]
-    ratios = {}
-    for r in sorted(rows, key=lambda r: (r["qa_ratio"], r["seed"])):
-        ratios.setdefault(r["qa_ratio"], []).append(r)
-    means = {}
+    ratios = grouped(sorted(rows, key=lambda r: (r["qa_ratio"], r["seed"])), lambda r: r["qa_ratio"])
     for q, rs in ratios.items():
-        test = [r["qa_test"]["mean"] for r in rs]
-        means[q] = float(np.mean(test))
-        cells = lambda f: ", ".join(f(r) for r in rs)  # noqa: E731
-        lines.append(f"| {q:g} | {rs[0].get('budget', 'all')} | {cells(lambda r: str(r['steps']))} | "
-                     f"{cells(memorised_cell)} | {cells(lambda r: fmt(r['qa_train']['mean']))} | "
-                     f"**{', '.join(fmt(t) for t in test)}" + (f" (mean {means[q]:.1f})" if len(rs) > 1 else "")
-                     + f"** | {fmt(PAPER_QA_RATIO.get(q))} | {cells(lambda r: format(r['minutes'], '.1f'))} |")
-    ours = sorted(means.items())
+        lines.append(f"| {q:g} | {rs[0].get('budget', 'all')} | {seed_cells(rs, lambda r: str(r['steps']))} | "
+                     f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
+                     f"**{p_test_cell(rs)}** | {fmt(PAPER_QA_RATIO.get(q))} | "
+                     f"{seed_cells(rs, lambda r: format(r['minutes'], '.1f'))} |")
+    ours = [(q, float(np.mean([r["qa_test"]["mean"] for r in rs]))) for q, rs in ratios.items()]
     seeds = sorted({r["seed"] for r in rows})
     below = all(v < PAPER_QA_RATIO.get(q, 101) for q, v in ours)
     lines += ["", f"P_test from the lowest to the highest ratio ({'mean over seeds ' if len(seeds) > 1 else 'seed '}"
