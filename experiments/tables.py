@@ -801,6 +801,13 @@ def scale_markdown(path):
     level = np.mean([r["qa_test"]["mean"] for r in best])
     lines += ["", f"Best: {level:.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ") + "), against "
               "the paper's 86.6%."]
+    curve = sorted((rs[0]["people"], rs) for rs in groups.values()  # the cpu preset but for N, whole entries
+                   if set(rs[0]["overrides"]) == {"people", "packing"} and rs[0]["packing"] == "entries")
+    if len(curve) > 1:
+        lines += ["", "P_test against people (2x128, whole entries, seeds' mean): " + ", ".join(
+            f"{n:,} {np.mean([r['qa_test']['mean'] for r in rs]):.1f}"
+            f"{'' if all(map(is_memorised, rs)) else ' (not memorised)'} ({rs[0]['hardware'].split(',')[0]})"
+            for n, rs in curve) + "; the paper: 86.6 at 100,000."]
     return "\n".join(lines) + "\n"
 
 
