@@ -1090,9 +1090,8 @@ def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(t
     assert "P_test against people" not in table  # no points that differ in N alone
     curve = [dict(r, people=n, overrides=dict(people=n, packing="entries"), packing="entries",
                   qa_test=dict(r["qa_test"], mean=q)) for n, q in ((2000, 30.0), (500, 10.0)) for r in rows[:1]]
-    path = tmp_path / "curve.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in curve))
-    line = tables.scale_markdown(str(path)).splitlines()[-1]
+    rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve)
+    line = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-1]
     assert line.startswith("P_test against people") and line.index("500 10.0 (not memorised) (cpu)") < line.index(
         "2,000 30.0 (not memorised) (cpu)")
 
