@@ -1007,6 +1007,12 @@ def test_qa_ratio_sweep_keeps_finished_runs_adds_a_seed_and_sets_the_paper_besid
     table = tables.qa_ratio_markdown(path)
     assert table.count("| 0.2 |") == 1 and "(mean " in table and "| 53.6 |" in table and "| 85.7 |" in table
     assert "mean over seeds 0, 1" in table
+    # QAr 0.2 at 16 passes shows its QA as often as 0.8 at 1 (16 x 0.2 / 0.8 = 1 x 0.8 / 0.2): the paper's column
+    # stays empty there, and a line sets it against both
+    rewrite_jsonl(path, rows + [dict(r, passes=16) for r in rows if r["qa_ratio"] == 0.2])
+    table = tables.qa_ratio_markdown(path)
+    assert "| 0.2 | bio | 16 | 4 |" in table and table.count("| 53.6 |") == 1
+    assert "QAr 0.2 at 16 biography passes shows its QA as often as QAr 0.8 at 1 (4 passes)" in table
 
 
 @pytest.mark.slow
@@ -1141,4 +1147,8 @@ def test_probe_scale_probes_each_model_with_both_readouts_and_reuses_a_finished_
     tables.probe_scale("tiny", 0, str(tmp_path), "cpu", quiet=True)  # nothing left to run
     assert read_jsonl(str(tmp_path / "probe_scale.jsonl")) == rows
     table = tables.probe_scale_markdown(str(tmp_path / "probe_scale.jsonl"))
-    assert "| single mixed | 1x32 | 1 | 0.5 | 0 |" in table and table.count(" / ") >= 6
+    assert "| single mixed | 40 | 1x32 | 1 | 0.5 | 0 |" in table and table.count(" / ") >= 6
+    grown = [dict(rows[0], overrides=dict(people=n), config=dict(rows[0]["config"], people=n)) for n in (40, 80)]
+    rewrite_jsonl(str(tmp_path / "probe_scale.jsonl"), rows + grown)  # as if the model's N were the only override
+    table = tables.probe_scale_markdown(str(tmp_path / "probe_scale.jsonl"))
+    assert "Against people" in table and "single qa_finetune: N = 40 Q-probe" in table and "; N = 80 Q-probe" in table

@@ -140,7 +140,9 @@ def p_test_cell(rows):
 
 
 def is_memorised(row):
-    return row.get("memorization_p_test", {}).get("mean", row["bio_memorization"]) >= bk.MEMORISED
+    """P_test biographies memorised (older lines: everyone's)."""
+    p_test = row.get("memorization_p_test")
+    return (p_test["mean"] if p_test else row["bio_memorization"]) >= bk.MEMORISED
 
 
 def whole_means(row):
@@ -652,8 +654,11 @@ def finetune_grid_markdown(path):
 # --- mixed training: the QA ratio (Figure 10) and larger budgets
 
 # `qa-ratio` (Figure 10): mixed training on bioS single at each QA ratio, at the preset, the biographies getting the
-# preset's passes at every ratio (the steps scaled by 1 / (1 - QAr)).
-QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)]
+# preset's passes at every ratio (the steps scaled by 1 / (1 - QAr)). With the biography passes fixed, a higher ratio
+# also shows the QA more often (QA windows per biography window: QAr / (1 - QAr), 0.11 at 0.1, 4 at 0.8); the last
+# point keeps QAr 0.4 but gives it the biography passes at which its QA is seen as often as at 0.8 (360 x 0.4 / 0.6 =
+# 60 x 0.8 / 0.2), to tell the share from the repetition.
+QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)] + [dict(qa_ratio=0.4, passes=360)]
 PAPER_QA_RATIO = {0.1: 24.5, 0.2: 53.6, 0.4: 77.5, 0.6: 87.1, 0.8: 85.7}  # Figure 10, P_test mean
 
 # `packing`: whole-entry packing (the default) against windows cut anywhere (stream), on the headline's rows: mixed
@@ -840,30 +845,51 @@ def mixed_sweep_markdown(path):
     return "\n".join(lines) + "\n"
 
 
+def qa_exposure(row):
+    """How often a mixed run shows its QA, in passes over the biographies' windows: passes x QAr / (1 - QAr)."""
+    return row["passes"] * row["qa_ratio"] / (1 - row["qa_ratio"])
+
+
 def qa_ratio_markdown(path):
     rows = read_jsonl(path)
     lines = ["## Mixed training and the QA ratio (Figure 10)", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py qa-ratio` (add `--seed 1` for the "
              "second seed). bioS single, mixed training from scratch at the preset, QAr = the probability that a "
-             "window is QA; the biographies get the preset's passes at every ratio unless the budget column says "
-             "`all` (passes counting every window). Each cell a seed, in seed order. Accuracy in %. "
+             "window is QA; the biographies get the passes of the column at every ratio unless the budget column "
+             "says `all` (passes counting every window); QA seen: passes x QAr / (1 - QAr), how often the QA is "
+             "shown against the biographies' windows. Each cell a seed, in seed order. Accuracy in %. "
              + provenance(rows), "",
-             "| QAr | budget | steps | memorised | P_train | **P_test** | paper P_test | minutes |", "|" + "---|" * 8]
-    ratios = grouped(sorted(rows, key=lambda r: (r["qa_ratio"], r["seed"])), lambda r: r["qa_ratio"])
-    for q, rs in ratios.items():
-        lines.append(f"| {q:g} | {rs[0].get('budget', 'all')} | {seed_cells(rs, lambda r: str(r['steps']))} | "
+             "| QAr | budget | passes | QA seen | steps | memorised | P_train | **P_test** | paper P_test | minutes |",
+             "|" + "---|" * 10]
+    runs = grouped(sorted(rows, key=lambda r: (r["qa_ratio"], r["passes"], r["seed"])),
+                   lambda r: (r["qa_ratio"], r["passes"]))
+    counts = [r["passes"] for r in rows]
+    fixed = max(set(counts), key=counts.count)  # the preset's passes: the curve the paper's Figure 10 draws
+    for (q, passes), rs in runs.items():
+        lines.append(f"| {q:g} | {rs[0].get('budget', 'all')} | {passes:g} | {qa_exposure(rs[0]):.0f} | "
+                     f"{seed_cells(rs, lambda r: str(r['steps']))} | "
                      f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
-                     f"**{p_test_cell(rs)}** | {fmt(PAPER_QA_RATIO.get(q))} | "
+                     f"**{p_test_cell(rs)}** | {fmt(PAPER_QA_RATIO.get(q) if passes == fixed else None)} | "
                      f"{seed_cells(rs, lambda r: format(r['minutes'], '.1f'))} |")
-    ours = [(q, p_test_mean(rs)) for q, rs in ratios.items()]
+    ours = [(q, p_test_mean(rs)) for (q, passes), rs in runs.items() if passes == fixed]
     seeds = sorted({r["seed"] for r in rows})
     below = all(v < PAPER_QA_RATIO.get(q, 101) for q, v in ours)
-    lines += ["", f"P_test from the lowest to the highest ratio ({'mean over seeds ' if len(seeds) > 1 else 'seed '}"
-              f"{', '.join(map(str, seeds))}): {ours[0][1]:.1f} -> {ours[-1][1]:.1f}% "
-              f"({'rises' if ours[-1][1] > ours[0][1] + 5 else 'does not rise'}; the paper 24.5 -> 85.7, most of it "
-              f"by 0.4); {'below' if below else 'not below'} the paper at every ratio."
+    lines += ["", f"P_test from the lowest to the highest ratio at {fixed:g} passes ("
+              f"{'mean over seeds ' if len(seeds) > 1 else 'seed '}{', '.join(map(str, seeds))}): {ours[0][1]:.1f} "
+              f"-> {ours[-1][1]:.1f}% ({'rises' if ours[-1][1] > ours[0][1] + 5 else 'does not rise'}; the paper "
+              f"24.5 -> 85.7, most of it by 0.4); {'below' if below else 'not below'} the paper at every ratio."
               + (" One seed a ratio: seeds of the same run differ by up to 20 points at this size (the scale table)."
                  if len(seeds) < 2 else "")]
+    for (q, passes), rs in runs.items():
+        same = [(k, other) for k, other in runs.items() if k[1] == fixed and k[0] != q
+                and abs(qa_exposure(other[0]) - qa_exposure(rs[0])) < 1e-6]
+        if passes == fixed or not same:
+            continue
+        (q2, _), other = same[0]
+        lines += ["", f"The share or the repetition: QAr {q:g} at {passes:g} biography passes shows its QA as often "
+                      f"as QAr {q2:g} at {fixed:g} ({qa_exposure(rs[0]):.0f} passes): P_test {p_test_cell(rs)}, "
+                      f"against {p_test_cell(runs[(q, fixed)]) if (q, fixed) in runs else 'not run'} at QAr {q:g} "
+                      f"and {fixed:g} passes and {p_test_cell(other)} at QAr {q2:g}."]
     return "\n".join(lines) + "\n"
 
 
@@ -949,7 +975,9 @@ PROBE_SCALE = [("multi5+permute+fullname", "qa_finetune", {}, (0, 1)),
                ("single", "qa_finetune", {}, (0, 1)), ("single", "mixed", {}, (0, 1))] + [
     ("single", "mixed", dict(qa_ratio=q), (0,)) for q in (0.1, 0.2, 0.4, 0.6)] + [
     ("multi5+permute+fullname", "qa_finetune", dict(n_layer=4), (0, 1)),
-    ("multi5+permute+fullname", "qa_finetune", dict(passes=300), (0,))]
+    ("multi5+permute+fullname", "qa_finetune", dict(passes=300), (0,)),
+    ("multi5+permute+fullname", "qa_finetune", dict(people=2000), (0, 1))] + [
+    ("single", "mixed", dict(people=n), (0, 1)) for n in (2000, 4000)]
 PROBE_SCALE_READOUTS = ("linear", "candidates")
 
 
@@ -1002,13 +1030,17 @@ def p_probe_at(result, position):
     return float(np.mean([row[position if position is not None else k] for k, row in enumerate(firsts)]))
 
 
+def unseen_share(result):
+    """The share of scored people whose whole value no probe-training person has, mean over attributes (%)."""
+    return float(np.mean(list(result["unseen_share"]["whole"].values())))
+
+
 def probe_scale_markdown(path):
     rows = read_jsonl(path)
     lines = ["## Probes against scale (Results 4-5)", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py probe-scale`. Pretrained models (before "
-             f"QA finetuning) of bioS at N = {rows[0]['config']['people']}, probed as in the headline: trained on the "
-             f"{rows[0]['probes']['linear']['q_probe']['probe_people']} P_train people, scored on the "
-             f"{rows[0]['probes']['linear']['q_probe']['scored_people']} P_test people; each cell linear classifier "
+             f"QA finetuning) of bioS, N people, probed as in the headline: trained on the P_train people (half of N), "
+             "scored on the P_test people (the other half); each cell linear classifier "
              "/ candidate read-out (bioknow's addition: scored against the model's own embeddings of the values). "
              "P-probe: first-token mean over the six attributes at position 0 and at each attribute's own position "
              "(sentence order; for permuted biographies the attribute there varies). Q-probe: at the name's last "
@@ -1016,15 +1048,16 @@ def probe_scale_markdown(path):
              "trained by the headline or the QA-ratio sweep, with the same configuration, is reused. Paper (12x768, "
              "N = 100,000): multi5+permute P-probe ~100% at position 0, Q-probe whole value 91.0%; single 2.9%. "
              + provenance(rows), "",
-             "| model | layers x width | passes | QAr | seed | memorised | QA P_test | P-probe pos 0 | "
-             "P-probe own position | Q-probe whole | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | N | layers x width | passes | QAr | seed | memorised | QA P_test | P-probe pos 0 | "
+             "P-probe own position | Q-probe whole | minutes |", "|" + "---|" * 12]
     order = [probe_scale_key(st, m, ov) for st, m, ov, _ in PROBE_SCALE]
     key = lambda r: probe_scale_key(r["setting"], r["method"], r["overrides"])  # noqa: E731
     rows = sorted(rows, key=lambda r: (order.index(key(r)) if key(r) in order else len(order), r["seed"]))
     for r in rows:
         lin, cand = r["probes"]["linear"], r["probes"]["candidates"]
         cell = lambda f: " / ".join(f"{f(p):.1f}" for p in (lin, cand))  # noqa: E731
-        lines.append(f"| {r['setting']} {r['method']} | {r['n_layer']}x{r['n_embd']} | {r['config']['passes']:g} | "
+        lines.append(f"| {r['setting']} {r['method']} | {r['config']['people']} | {r['n_layer']}x{r['n_embd']} | "
+                     f"{r['config']['passes']:g} | "
                      f"{r['qa_ratio'] if r['method'] == 'mixed' else ''} | {r['seed']} | {memorised_cell(r)} | "
                      f"{r['qa_test']['mean']:.1f} | {cell(lambda p: p_probe_at(p['p_probe'], 0))} | "
                      f"{cell(lambda p: p_probe_at(p['p_probe'], None))} | "
@@ -1037,12 +1070,29 @@ def probe_scale_markdown(path):
     augmented = {}
     for r in rows:
         if "permute" in r["setting"]:
-            augmented.setdefault(f"{r['n_layer']}x{r['n_embd']} at {r['config']['passes']:g} passes", []).append(
+            augmented.setdefault(f"{r['n_layer']}x{r['n_embd']} at {r['config']['passes']:g} passes, N = "
+                                 f"{r['config']['people']:,}", []).append(
                 p_probe_at(r["probes"]["candidates"]["p_probe"], 0))
     lines += ["", f"Q-probe whole-value mean {min(q_all):.1f}-{max(q_all):.1f}% on every model and read-out (the "
               "paper: 91.0% on the augmented model)"
               + ("; the augmented model's P-probe at position 0 (candidates, mean over seeds): "
                  + ", ".join(f"{w} {np.mean(v):.1f}%" for w, v in augmented.items()) if augmented else "") + "."]
+    by_people = grouped(sorted((r for r in rows if set(r["overrides"]) <= {"people"}),
+                               key=lambda r: r["config"]["people"]), lambda r: (r["setting"], r["method"]))
+    mean = lambda rs, f: " / ".join(f"{np.mean([f(r['probes'][k]) for r in rs]):.1f}"  # noqa: E731
+                                    for k in PROBE_SCALE_READOUTS)
+    curves = []
+    for (setting, method), rs in by_people.items():
+        at = grouped(rs, lambda r: r["config"]["people"])
+        if len(at) > 1:
+            curves.append(f"{setting} {method}: " + "; ".join(
+                f"N = {n:,} Q-probe {mean(g, lambda p: probe_means(p['q_probe'], 'q')['whole'])}, P-probe pos 0 "
+                f"{mean(g, lambda p: p_probe_at(p['p_probe'], 0))}, QA {p_test_mean(g):.1f}, values no trainee has "
+                f"{np.mean([unseen_share(r['probes']['linear']['q_probe']) for r in g]):.1f}%"
+                + ("" if all(map(is_memorised, g)) else " (not memorised)") for n, g in at.items()))
+    if curves:
+        lines += ["", "Against people (2x128, the preset's passes; the probes train on N / 2 people, so a larger N "
+                      "gives each value more examples; seeds' mean, linear / candidates): " + ". ".join(curves) + "."]
     if corr:
         lines += ["", "Correlation of Q-probe whole-value mean with QA P_test over these models: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in corr.items()) + f" (paper: 0.996 over its settings); with "
