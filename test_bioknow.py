@@ -1012,7 +1012,7 @@ def test_qa_ratio_sweep_keeps_finished_runs_adds_a_seed_and_sets_the_paper_besid
     rewrite_jsonl(path, rows + [dict(r, passes=16) for r in rows if r["qa_ratio"] == 0.2])
     table = tables.qa_ratio_markdown(path)
     assert "| 0.2 | bio | 16 | 4 |" in table and table.count("| 53.6 |") == 1
-    assert "QAr 0.2 at 16 biography passes shows its QA as often as QAr 0.8 at 1 (4 passes)" in table
+    assert "seen as often (4) at every ratio: QAr 0.2 at 16 passes " in table and "; QAr 0.8 at 1 passes " in table
 
 
 @pytest.mark.slow

@@ -656,9 +656,10 @@ def finetune_grid_markdown(path):
 # `qa-ratio` (Figure 10): mixed training on bioS single at each QA ratio, at the preset, the biographies getting the
 # preset's passes at every ratio (the steps scaled by 1 / (1 - QAr)). With the biography passes fixed, a higher ratio
 # also shows the QA more often (QA windows per biography window: QAr / (1 - QAr), 0.11 at 0.1, 4 at 0.8); the last
-# point keeps QAr 0.4 but gives it the biography passes at which its QA is seen as often as at 0.8 (360 x 0.4 / 0.6 =
-# 60 x 0.8 / 0.2), to tell the share from the repetition.
-QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)] + [dict(qa_ratio=0.4, passes=360)]
+# points keep QAr 0.4 and 0.6 but give them the biography passes at which their QA is seen as often as at 0.8
+# (360 x 0.4 / 0.6 = 160 x 0.6 / 0.4 = 60 x 0.8 / 0.2), to tell the share from the repetition.
+QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)] + [
+    dict(qa_ratio=0.4, passes=360), dict(qa_ratio=0.6, passes=160)]
 PAPER_QA_RATIO = {0.1: 24.5, 0.2: 53.6, 0.4: 77.5, 0.6: 87.1, 0.8: 85.7}  # Figure 10, P_test mean
 
 # `packing`: whole-entry packing (the default) against windows cut anywhere (stream), on the headline's rows: mixed
@@ -880,16 +881,15 @@ def qa_ratio_markdown(path):
               f"24.5 -> 85.7, most of it by 0.4); {'below' if below else 'not below'} the paper at every ratio."
               + (" One seed a ratio: seeds of the same run differ by up to 20 points at this size (the scale table)."
                  if len(seeds) < 2 else "")]
-    for (q, passes), rs in runs.items():
-        same = [(k, other) for k, other in runs.items() if k[1] == fixed and k[0] != q
-                and abs(qa_exposure(other[0]) - qa_exposure(rs[0])) < 1e-6]
-        if passes == fixed or not same:
-            continue
-        (q2, _), other = same[0]
-        lines += ["", f"The share or the repetition: QAr {q:g} at {passes:g} biography passes shows its QA as often "
-                      f"as QAr {q2:g} at {fixed:g} ({qa_exposure(rs[0]):.0f} passes): P_test {p_test_cell(rs)}, "
-                      f"against {p_test_cell(runs[(q, fixed)]) if (q, fixed) in runs else 'not run'} at QAr {q:g} "
-                      f"and {fixed:g} passes and {p_test_cell(other)} at QAr {q2:g}."]
+    matched = grouped([k for k in runs if k[1] != fixed], lambda k: qa_exposure(runs[k][0]))
+    for seen, keys in matched.items():
+        ref = [k for k in runs if k[1] == fixed and abs(qa_exposure(runs[k][0]) - seen) < 1e-6]
+        if ref:
+            cells = lambda ks: "; ".join(f"QAr {q:g} at {p:g} passes {p_test_cell(runs[(q, p)])}"  # noqa: E731
+                                         for q, p in sorted(ks))
+            lines += ["", f"The share or the repetition, the QA seen as often ({seen:.0f}) at every ratio: "
+                          f"{cells(keys + ref)}; at {fixed:g} passes: "
+                          f"{cells([(q, fixed) for q, _ in keys if (q, fixed) in runs])}."]
     return "\n".join(lines) + "\n"
 
 
@@ -1079,19 +1079,19 @@ def probe_scale_markdown(path):
                  + ", ".join(f"{w} {np.mean(v):.1f}%" for w, v in augmented.items()) if augmented else "") + "."]
     by_people = grouped(sorted((r for r in rows if set(r["overrides"]) <= {"people"}),
                                key=lambda r: r["config"]["people"]), lambda r: (r["setting"], r["method"]))
-    mean = lambda rs, f: " / ".join(f"{np.mean([f(r['probes'][k]) for r in rs]):.1f}"  # noqa: E731
-                                    for k in PROBE_SCALE_READOUTS)
+    per_readout = lambda rs, f: " / ".join(f"{np.mean([f(r['probes'][k]) for r in rs]):.1f}"  # noqa: E731
+                                           for k in PROBE_SCALE_READOUTS)
     curves = []
     for (setting, method), rs in by_people.items():
         at = grouped(rs, lambda r: r["config"]["people"])
         if len(at) > 1:
             curves.append(f"{setting} {method}: " + "; ".join(
-                f"N = {n:,} Q-probe {mean(g, lambda p: probe_means(p['q_probe'], 'q')['whole'])}, P-probe pos 0 "
-                f"{mean(g, lambda p: p_probe_at(p['p_probe'], 0))}, QA {p_test_mean(g):.1f}, values no trainee has "
+                f"N = {n:,} Q-probe {per_readout(g, lambda p: probe_means(p['q_probe'], 'q')['whole'])}, P-probe pos 0 "
+                f"{per_readout(g, lambda p: p_probe_at(p['p_probe'], 0))}, QA {p_test_mean(g):.1f}, values no trainee has "
                 f"{np.mean([unseen_share(r['probes']['linear']['q_probe']) for r in g]):.1f}%"
                 + ("" if all(map(is_memorised, g)) else " (not memorised)") for n, g in at.items()))
     if curves:
-        lines += ["", "Against people (2x128, the preset's passes; the probes train on N / 2 people, so a larger N "
+        lines += ["", "Against people (the preset's model and passes; the probes train on N / 2 people, so a larger N "
                       "gives each value more examples; seeds' mean, linear / candidates): " + ". ".join(curves) + "."]
     if corr:
         lines += ["", "Correlation of Q-probe whole-value mean with QA P_test over these models: "
