@@ -809,8 +809,8 @@ def scale_markdown(path):
                      f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
                      f"**{p_test_cell(rs)}** | 86.6 | {sum(r['minutes'] for r in rs):.1f} | {rs[0]['hardware']} |")
     best = max(groups.values(), key=p_test_mean)
-    lines += ["", f"Best: {p_test_mean(best):.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ") + "), against "
-              "the paper's 86.6%."]
+    lines += ["", f"Best: {p_test_mean(best):.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ")
+              + "), against the paper's 86.6%."]
     curve = sorted((rs[0]["people"], rs) for rs in groups.values()  # the cpu preset but for N, whole entries
                    if set(rs[0]["overrides"]) == {"people", "packing"} and rs[0]["packing"] == "entries")
     if len(curve) > 1:
@@ -881,12 +881,12 @@ def qa_ratio_markdown(path):
               f"24.5 -> 85.7, most of it by 0.4); {'below' if below else 'not below'} the paper at every ratio."
               + (" One seed a ratio: seeds of the same run differ by up to 20 points at this size (the scale table)."
                  if len(seeds) < 2 else "")]
+    cells = lambda ks: "; ".join(f"QAr {q:g} at {p:g} passes {p_test_cell(runs[(q, p)])}"  # noqa: E731
+                                 for q, p in sorted(ks))
     matched = grouped([k for k in runs if k[1] != fixed], lambda k: qa_exposure(runs[k][0]))
     for seen, keys in matched.items():
         ref = [k for k in runs if k[1] == fixed and abs(qa_exposure(runs[k][0]) - seen) < 1e-6]
         if ref:
-            cells = lambda ks: "; ".join(f"QAr {q:g} at {p:g} passes {p_test_cell(runs[(q, p)])}"  # noqa: E731
-                                         for q, p in sorted(ks))
             lines += ["", f"The share or the repetition, the QA seen as often ({seen:.0f}) at every ratio: "
                           f"{cells(keys + ref)}; at {fixed:g} passes: "
                           f"{cells([(q, fixed) for q, _ in keys if (q, fixed) in runs])}."]
@@ -1086,9 +1086,9 @@ def probe_scale_markdown(path):
         at = grouped(rs, lambda r: r["config"]["people"])
         if len(at) > 1:
             curves.append(f"{setting} {method}: " + "; ".join(
-                f"N = {n:,} Q-probe {per_readout(g, lambda p: probe_means(p['q_probe'], 'q')['whole'])}, P-probe pos 0 "
-                f"{per_readout(g, lambda p: p_probe_at(p['p_probe'], 0))}, QA {p_test_mean(g):.1f}, values no trainee has "
-                f"{np.mean([unseen_share(r['probes']['linear']['q_probe']) for r in g]):.1f}%"
+                f"N = {n:,} Q-probe {per_readout(g, lambda p: probe_means(p['q_probe'], 'q')['whole'])}, "
+                f"P-probe pos 0 {per_readout(g, lambda p: p_probe_at(p['p_probe'], 0))}, QA {p_test_mean(g):.1f}, "
+                f"values no trainee has {np.mean([unseen_share(r['probes']['linear']['q_probe']) for r in g]):.1f}%"
                 + ("" if all(map(is_memorised, g)) else " (not memorised)") for n, g in at.items()))
     if curves:
         lines += ["", "Against people (the preset's model and passes; the probes train on N / 2 people, so a larger N "
