@@ -77,7 +77,7 @@ class Config:
     qa_ratio: float = 0.8            # mixed: probability that a window is QA
     budget: str = "bio"              # mixed: passes count biography windows (bio) or every window (all)
     packing: str = "entries"         # entries: whole entries only, padded | stream: windows cut anywhere
-    holdout: float = 0.0             # finetune: fraction of P_train people held out to choose the recipe
+    holdout: float = 0.0             # finetune, mixed: fraction of P_train people held out to choose a recipe
     lora_qv: int = 0                 # finetune: LoRA rank on query/value (0: full finetuning; the paper: 8 or 16)
     lora_emb: int = 0                # finetune: rank of the LoRA update of the embedding (the paper: 128)
     # run
@@ -566,8 +566,9 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
     opt = make_optimizer(model, cfg, device)
     # The data order is a function of (seed, stream, pass), so stream positions are all a checkpoint needs.
     streams = dict(bio=PackedStream(bios, cfg.block_size, (cfg.seed, 0), device, packing=cfg.packing))
+    qa_ids, held = split_holdout(data["people"], cfg.holdout, cfg.seed)  # held-out QA: to choose a mixed recipe
     if cfg.mode == "mixed":
-        qa = [qa_text(r["question"], r["answer"]) for r in data["qa"] if r["split"] == "train"]
+        qa = [qa_text(r["question"], r["answer"]) for r in data["qa"] if r["id"] in qa_ids]
         streams["qa"] = PackedStream(encode_entries(qa, tok), cfg.block_size, (cfg.seed, 1), device,
                                      packing=cfg.packing)
     bio_tokens = sum(len(b) for b in bios)
@@ -575,7 +576,7 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
                               if cfg.packing == "entries" else None)
     start = resume_state(out, "pretrain", model, opt, cfg, data, streams) if resume else 0
     if not resume:
-        run_config(out, cfg, data=os.path.abspath(data_dir), steps_resolved=total)
+        run_config(out, cfg, data=os.path.abspath(data_dir), steps_resolved=total, **held_ids(held))
 
     def next_batch(step):
         w = mixed_batch(streams, cfg, step)
@@ -584,9 +585,15 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
 
     def save(step):
         save_checkpoint(out, model, cfg, tok.vocab, "pretrain", step, total, opt, data,
-                        streams={k: s.pos for k, s in streams.items()})
+                        streams={k: s.pos for k, s in streams.items()}, **held_ids(held))
 
-    return model, run_steps(model, opt, cfg, device, start, total, next_batch, f"train {cfg.mode}", out, quiet, save)
+    info = run_steps(model, opt, cfg, device, start, total, next_batch, f"train {cfg.mode}", out, quiet, save)
+    return model, dict(info, holdout_ids=held)
+
+
+def held_ids(held):
+    """What a run records of its held-out people: their ids when there are any (a run without holdout as before)."""
+    return dict(holdout_ids=sorted(held)) if held else {}
 
 
 def training_step(fwd, model, opt, x, y, cfg, lr, device):
@@ -875,20 +882,25 @@ def memorised(model, tok, data, ids, device, batch_size=256):
     return correct
 
 
-def evaluate(model, data, device, quiet=True, pretrained=None, per_split=2000):
+def evaluate(model, data, device, quiet=True, pretrained=None, per_split=2000, held=()):
     """A run's numbers: QA exact match on P_train and on P_test, and memorisation of the biographies (by
     `pretrained`, the model before QA finetuning, when given) of up to `per_split` people of each split, for each
-    split and for both together."""
+    split and for both together. `held`: held-out P_train people, whose QA is scored apart (qa_holdout): what a
+    recipe is chosen on."""
     tok = Tokenizer(data["vocab"])
     mem = {s: memorised(pretrained or model, tok, data, sorted(p["id"] for p in data["people"]
                                                               if p["split"] == s)[:per_split], device)
            for s in ("train", "test")}
     both = percentages({a: mem["train"][a] + mem["test"][a] for a in ATTRIBUTES})
-    qa = {s: qa_accuracies(model, tok, [r for r in data["qa"] if r["split"] == s], device, quiet=quiet)[0]
-          for s in ("train", "test")}
+
+    def qa(keep):
+        return qa_accuracies(model, tok, [r for r in data["qa"] if keep(r)], device, quiet=quiet)[0]
+    held_out = dict(qa_holdout=qa(lambda r: r["id"] in held)) if held else {}
     return dict(bio_memorization=both["mean"], bio_memorization_min=min(both[a] for a in ATTRIBUTES),
                 bio_memorization_per_attribute=both, memorization_p_train=percentages(mem["train"]),
-                memorization_p_test=percentages(mem["test"]), qa_train=qa["train"], qa_test=qa["test"])
+                memorization_p_test=percentages(mem["test"]),
+                qa_train=qa(lambda r: r["split"] == "train" and r["id"] not in held),
+                qa_test=qa(lambda r: r["split"] == "test"), **held_out)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1214,7 +1226,8 @@ def reproduce_row(setting, method, preset, seed, device, work, quiet=False, trai
     if method == "qa_finetune":
         model, _ = finetune(resolve_config(preset, "finetune", seed=seed, device=device), run, data_dir, run + "-qa",
                             force=True, quiet=quiet)
-    result = evaluate(model, data, pick_device(device), pretrained=pretrained)
+    held = info.get("holdout_ids", ()) if method == "mixed" else ()
+    result = evaluate(model, data, pick_device(device), pretrained=pretrained, held=held)
     return dict(setting=setting, method=method, **result, **probed, pretrain_steps=info["steps"],
                 pretrain_loss=info["final_loss"], minutes=round((time.time() - t0) / 60, 2),
                 hardware=hardware_name(pick_device(device)))

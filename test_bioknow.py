@@ -293,6 +293,23 @@ def test_mixed_training_gives_the_biographies_the_bio_rows_passes(tmp_path):
         assert bk.pretraining_steps(dataclasses.replace(mixed, budget="all"), data, 6000) == bio
 
 
+def test_mixed_training_holds_out_p_train_qa_to_choose_a_recipe(tmp_path, capsys, monkeypatch):
+    """--holdout with mixed training: the held-out P_train people's QA never enters the stream; eval scores it apart."""
+    bk.generate(str(tmp_path / "d"), 40, "single", quiet=True)
+    data, encoded = bk.load_data(str(tmp_path / "d")), []
+    monkeypatch.setattr(bk, "encode_entries", lambda texts, tok: encoded.append(list(texts)) or [tok.encode(t)
+                                                                                            for t in texts])
+    run = str(tmp_path / "run")
+    assert run_main(capsys, "train", "--preset", "tiny", "--data", str(tmp_path / "d"), "--out", run, "--mode",
+                    "mixed", "--holdout", "0.5", "--steps", "3")[0] == 0
+    held = set(torch.load(os.path.join(run, "model.pt"), weights_only=False)["holdout_ids"])
+    assert len(held) == 10 and all(p["split"] == "train" for p in data["people"] if p["id"] in held)
+    qa = {bk.qa_text(r["question"], r["answer"]): r["id"] for r in data["qa"] if r["split"] == "train"}
+    assert sorted(encoded[1]) == sorted(t for t, i in qa.items() if i not in held)  # [0]: the biographies
+    code, out, _ = run_main(capsys, "eval", "--run", run, "--data", str(tmp_path / "d"))
+    assert code == 0 and {"qa_train", "qa_test", "qa_holdout"} <= set(json.loads(out))
+
+
 def test_augmented_data_gets_same_compute(tmp_path):
     cfg = bk.resolve_config("tiny")
     steps = {}
@@ -871,6 +888,10 @@ BAD_INPUTS = {  # what a user may type -> words the one-line error must contain
                                           "--budget", "steps"], "--budget"),
     "mixed with no biography windows": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--mode",
                                                       "mixed", "--qa-ratio", "1"], "--qa-ratio"),
+    "holdout for bio pretraining": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--holdout",
+                                                  "0.2"], "--holdout"),
+    "mixed holdout out of range": (lambda root: ["train", "--data", str(root / "d"), "--out", "OUT", "--mode",
+                                                 "mixed", "--holdout", "1.5"], "--holdout"),
     "probe holdout out of range": (lambda root: ["probe", "--run", str(root / "run"), "--data", str(root / "d"),
                                                  "--holdout", "1.5", "--out", "OUT"], "--holdout"),
 }
@@ -994,6 +1015,18 @@ def test_mixed_sweep_writes_rows_the_report_tabulates(tmp_path, monkeypatch):
     assert table.count("\n| 40 |") == 2
 
 
+def test_headline_choice_scores_held_out_p_train_people_and_names_the_best(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "HEADLINE_CANDIDATES", [dict(people=40, passes=2, holdout=0.25),
+                                                        dict(people=20, passes=4, holdout=0.25)])
+    tables.TABLES["headline-choice"]("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    rows = read_jsonl(str(tmp_path / "headline_choice.jsonl"))
+    assert [(r["people"], r["passes"]) for r in rows] == [(40, 2), (20, 4)]
+    assert all(0 <= r["qa_holdout"]["mean"] <= 100 and r["config"]["holdout"] == 0.25 for r in rows)
+    table = tables.headline_choice_markdown(str(tmp_path / "headline_choice.jsonl"))
+    best = max(rows, key=lambda r: r["qa_holdout"]["mean"])
+    assert table.count("\n| 40 | 2 | 0 |") == 1 and f"N = {best['people']} at {best['passes']} passes" in table
+
+
 def test_qa_ratio_sweep_keeps_finished_runs_adds_a_seed_and_sets_the_paper_beside(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "QA_RATIO_SWEEP", [dict(people=40, passes=1, qa_ratio=r) for r in (0.2, 0.8)])
     path = str(tmp_path / "qa_ratio.jsonl")
@@ -1100,6 +1133,10 @@ def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(t
     line = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-1]
     assert line.startswith("P_test against people") and line.index("500 10.0 (not memorised) (cpu)") < line.index(
         "2,000 30.0 (not memorised) (cpu)")
+    longer = dict(curve[1], passes=2, overrides=dict(curve[1]["overrides"], passes=2), qa_test=dict(mean=20.0))
+    rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [longer])
+    line = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-1]
+    assert line.startswith("P_test against biography passes") and "N = 500: 1 passes 10.0 (cpu), 2 passes 20.0" in line
 
 
 def test_packing_table_and_probe_curve_write_what_the_report_renders(tmp_path, monkeypatch):

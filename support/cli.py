@@ -18,7 +18,8 @@ CONFIG_HELP = {"passes": "budget in passes: over bioS-single-sized biographies (
                "budget": "mixed training: bio (default; --passes are biography passes, the steps scaled by "
                          "1 / (1 - qa_ratio)) or all (--passes count every window)",
                "packing": "entries (default: whole entries only, padded) or stream (windows cut anywhere)",
-               "holdout": "finetune: fraction of P_train people held out (to choose a recipe without P_test)",
+               "holdout": "finetune, or mixed training: fraction of P_train people whose QA is held out (to choose "
+                          "a recipe without P_test)",
                "lora_qv": "finetune: LoRA rank on each layer's query and value (0: full finetuning; paper: 8 or 16)",
                "lora_emb": "finetune: LoRA rank of the embedding update (paper: 128)",
                "objective": "clm (the causal GPT) or mlm (GBERT: full attention, whole-word masking)"}
@@ -51,7 +52,7 @@ def cmd_train(args):
     cfg = bk.resolve_config(args.preset, "train", **args.config)
     _, info = bk.train(cfg, args.data, args.out, args.force, args.quiet, args.resume)
     if world()[0] == 0:
-        print(json.dumps(dict(run=args.out, **info)))
+        print(json.dumps(dict(run=args.out, **info | dict(holdout_ids=len(info["holdout_ids"])))))
 
 
 def cmd_finetune(args):
@@ -66,11 +67,7 @@ def cmd_eval(args):
     device = pick_device(args.device)
     model, _, ckpt = load_checkpoint(args.run, device, data["vocab"])
     held = set(ckpt.get("holdout_ids", []))  # held-out P_train people, scored apart: what a recipe is chosen on
-    result = bk.evaluate(model, dict(data, qa=[r for r in data["qa"] if r["id"] not in held]), device, args.quiet)
-    if held:
-        result["qa_holdout"] = bk.qa_accuracies(model, bk.Tokenizer(data["vocab"]),
-                                                [r for r in data["qa"] if r["id"] in held], device)[0]
-    print_json(result, args.out)
+    print_json(bk.evaluate(model, data, device, args.quiet, held=held), args.out)
 
 
 def cmd_probe(args):

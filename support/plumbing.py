@@ -334,6 +334,8 @@ def bios_from(data_dir, bios_file, out, force=False):
 
 def check_options(cfg, stage="train"):
     """train's or finetune's one-line errors for options no later step would catch."""
+    if not 0 <= cfg.holdout < 1 or (stage, cfg.mode, cfg.holdout > 0) == ("train", "bio", True):
+        raise UserError(f"--holdout must be in [0, 1), and is for finetune or --mode mixed, got {cfg.holdout}")
     if stage == "finetune":
         if world()[1] > 1:
             raise UserError("finetune runs in one process (QA finetuning takes minutes); use torchrun for train")
@@ -562,7 +564,7 @@ def finished_pretraining(run, data, cfg, device):
     if (ckpt["kind"], ckpt["step"], ckpt.get("data")) != ("pretrain", ckpt["total_steps"], data_identity(data)) \
             or dataclasses.replace(saved, device=device) != cfg:
         return None
-    return model, dict(steps=ckpt["step"], final_loss=final_loss(run, []))
+    return model, dict(steps=ckpt["step"], final_loss=final_loss(run, []), holdout_ids=set(ckpt.get("holdout_ids", [])))
 
 
 # Rows side by side: the tables and `reproduce --jobs K` run K rows at once, a process each.
