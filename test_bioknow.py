@@ -1130,13 +1130,17 @@ def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(t
     curve = [dict(r, people=n, overrides=dict(people=n, packing="entries"), packing="entries",
                   qa_test=dict(r["qa_test"], mean=q)) for n, q in ((2000, 30.0), (500, 10.0)) for r in rows[:1]]
     rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve)
-    line = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-1]
+    line = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-3]
     assert line.startswith("P_test against people") and line.index("500 10.0 (not memorised) (cpu)") < line.index(
         "2,000 30.0 (not memorised) (cpu)")
     longer = dict(curve[1], passes=2, overrides=dict(curve[1]["overrides"], passes=2), qa_test=dict(mean=20.0))
     rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [longer])
-    line = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-1]
+    line = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-3]
     assert line.startswith("P_test against biography passes") and "N = 500: 1 passes 10.0 (cpu), 2 passes 20.0" in line
+    assert "target for mixed training (P_test mean >= 60%" in table and "reached at no point on every seed." in table
+    good = dict(longer, qa_test=dict(mean=70.0), memorization_p_test=dict(mean=100.0))
+    rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [good])
+    assert "every seed): reached at 500, 1x32, " in tables.scale_markdown(str(tmp_path / "curve.jsonl"))
 
 
 def test_packing_table_and_probe_curve_write_what_the_report_renders(tmp_path, monkeypatch):
