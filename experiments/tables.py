@@ -230,6 +230,12 @@ def seeds_markdown(results):
         tests = [next(r for r in res["rows"] if (r["setting"], r["method"]) == key)["qa_test"]["mean"]
                  for res in results]
         lines.append(f"| {' '.join(key)} | mean | | | **{np.mean(tests):.1f}** | | | | |")
+    checks = [probe_checks(res["rows"]) for res in results]
+    if all(checks):
+        lines += ["", "| what the probes must show | " + " | ".join(f"seed {res['seed']}" for res in results) + " |",
+                  "|---|" + "---|" * len(results)]
+        lines += [f"| {claim} | " + " | ".join(f"{c[k][1]}: {'yes' if c[k][2] else 'NO'}" for c in checks) + " |"
+                  for k, (claim, _, _) in enumerate(checks[0])]
     return "\n".join(lines) + "\n"
 
 
@@ -243,7 +249,8 @@ def q_probe_vs_qa(rows):
 
 
 def probe_checks(rows):
-    """What the default preset must show about the probes, each as (claim, shown: bool)."""
+    """What the probes must show on the headline's models (the targets of the paper's Results 4-5 at this scale),
+    each as (claim, what was measured, shown: bool), so a missed target says by how much."""
     by = {(r["setting"], r["method"]): r for r in rows if "p_probe" in r or "q_probe" in r}
     single, augmented = by.get(("single", "qa_finetune")), by.get(("multi5+permute+fullname", "qa_finetune"))
     checks = []
@@ -251,16 +258,20 @@ def probe_checks(rows):
         i = bk.ATTRIBUTES.index("company")
         company, base = single["p_probe"]["first_token"][i], single["p_probe"]["baseline"]["first_token"]["company"]
         checks.append(("single: company P-probe (first token) within 10 points of its baseline at positions 0-3 and "
-                       ">= 80% at position 4", all(v <= base + 10 for v in company[:4]) and company[4] >= 80))
-        at_name = [row[0] for row in augmented["p_probe"]["first_token"]]
-        checks.append(("multi5+permute+fullname: P-probe (first token) >= 80% at position 0 for every attribute",
-                       min(at_name) >= 80))
-        q = [whole_means(r)[0] for r in (single, augmented)]
-        checks.append(("Q-probe whole-value mean: multi5+permute+fullname at least 10 points above single",
-                       bool(q[1] >= q[0] + 10)))
-    corr = q_probe_vs_qa(rows)["rows"]
+                       ">= 80% at position 4", f"{', '.join(fmt(v) for v in company[:4])} (base {fmt(base)}); "
+                       f"{fmt(company[4])}", all(v <= base + 10 for v in company[:4]) and company[4] >= 80))
+        at_name = [augmented["p_probe"]["first_token"][bk.ATTRIBUTES.index(a)][0] for a in ("company", "birth_date")]
+        checks.append(("multi5+permute+fullname: P-probe (first token) >= 80% at position 0 for company and birth "
+                       "month", ", ".join(map(fmt, at_name)), min(at_name) >= 80))
+        (q_single, _), (q_aug, qa_aug) = whole_means(single), whole_means(augmented)
+        checks.append(("Q-probe whole-value mean of multi5+permute+fullname within 15 points of its QA P_test",
+                       f"{fmt(q_aug)} against {fmt(qa_aug)}", bool(q_aug >= qa_aug - 15)))
+        checks.append(("Q-probe whole-value mean: multi5+permute+fullname at least 40 points above single",
+                       f"{fmt(q_aug)} against {fmt(q_single)}", bool(q_aug >= q_single + 40)))
+    corr, top = q_probe_vs_qa(rows)["rows"], max((whole_means(r)[0] for r in rows if "q_probe" in r), default=0)
     if corr is not None:
-        checks.append(("Q-probe tracks QA: correlation across rows >= 0.8", corr >= 0.8))
+        checks.append(("Q-probe tracks QA: correlation across rows >= 0.9, the Q-probe spanning the range (its "
+                       "highest >= 50%)", f"{corr}, highest {fmt(top)}", corr >= 0.9 and top >= 50))
     return checks
 
 
@@ -329,8 +340,9 @@ def probe_markdown(result):
     lines += ["", f"Correlation of Q-probe whole-value accuracy with QA P_test accuracy: across rows (means) "
                   f"{corr['rows'] if corr['rows'] is not None else '–'}, across (row, attribute) pairs "
                   f"{corr['row_attributes'] if corr['row_attributes'] is not None else '–'}.", "",
-              "| what the probes must show | shown |", "|---|---|"]
-    lines += [f"| {claim} | {'yes' if ok else 'NO'} |" for claim, ok in probe_checks(result["rows"])]
+              "| what the probes must show | measured | shown |", "|---|---|---|"]
+    lines += [f"| {claim} | {measured} | {'yes' if ok else 'NO'} |"
+              for claim, measured, ok in probe_checks(result["rows"])]
     return "\n".join(lines) + "\n"
 
 # ----------------------------------------------------------------------------------------------------------------------
