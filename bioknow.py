@@ -576,7 +576,7 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
                               if cfg.packing == "entries" else None)
     start = resume_state(out, "pretrain", model, opt, cfg, data, streams) if resume else 0
     if not resume:
-        run_config(out, cfg, data=os.path.abspath(data_dir), steps_resolved=total, **held_ids(held))
+        run_config(out, cfg, data=os.path.abspath(data_dir), steps_resolved=total, holdout_ids=sorted(held))
 
     def next_batch(step):
         w = mixed_batch(streams, cfg, step)
@@ -585,15 +585,10 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
 
     def save(step):
         save_checkpoint(out, model, cfg, tok.vocab, "pretrain", step, total, opt, data,
-                        streams={k: s.pos for k, s in streams.items()}, **held_ids(held))
+                        streams={k: s.pos for k, s in streams.items()}, holdout_ids=sorted(held))
 
     info = run_steps(model, opt, cfg, device, start, total, next_batch, f"train {cfg.mode}", out, quiet, save)
     return model, dict(info, holdout_ids=held)
-
-
-def held_ids(held):
-    """What a run records of its held-out people: their ids when there are any (a run without holdout as before)."""
-    return dict(holdout_ids=sorted(held)) if held else {}
 
 
 def training_step(fwd, model, opt, x, y, cfg, lr, device):
@@ -892,9 +887,7 @@ def evaluate(model, data, device, quiet=True, pretrained=None, per_split=2000, h
                                                               if p["split"] == s)[:per_split], device)
            for s in ("train", "test")}
     both = percentages({a: mem["train"][a] + mem["test"][a] for a in ATTRIBUTES})
-
-    def qa(keep):
-        return qa_accuracies(model, tok, [r for r in data["qa"] if keep(r)], device, quiet=quiet)[0]
+    qa = lambda keep: qa_accuracies(model, tok, list(filter(keep, data["qa"])), device, quiet=quiet)[0]  # noqa: E731
     held_out = dict(qa_holdout=qa(lambda r: r["id"] in held)) if held else {}
     return dict(bio_memorization=both["mean"], bio_memorization_min=min(both[a] for a in ATTRIBUTES),
                 bio_memorization_per_attribute=both, memorization_p_train=percentages(mem["train"]),
@@ -1226,8 +1219,7 @@ def reproduce_row(setting, method, preset, seed, device, work, quiet=False, trai
     if method == "qa_finetune":
         model, _ = finetune(resolve_config(preset, "finetune", seed=seed, device=device), run, data_dir, run + "-qa",
                             force=True, quiet=quiet)
-    held = info.get("holdout_ids", ()) if method == "mixed" else ()
-    result = evaluate(model, data, pick_device(device), pretrained=pretrained, held=held)
+    result = evaluate(model, data, pick_device(device), pretrained=pretrained, held=info["holdout_ids"])
     return dict(setting=setting, method=method, **result, **probed, pretrain_steps=info["steps"],
                 pretrain_loss=info["final_loss"], minutes=round((time.time() - t0) / 60, 2),
                 hardware=hardware_name(pick_device(device)))

@@ -827,11 +827,11 @@ def scale_markdown(path):
              "P_test | P_train QA | **P_test QA** | paper | minutes | hardware |", "|" + "---|" * 12]
     shape = ("people", "n_layer", "n_embd", "block_size", "packing", "passes")
     for key, rs in sorted(groups.items(), key=lambda kv: [str(kv[1][0].get(k)).zfill(6) for k in shape]):
-        rs = sorted(rs, key=lambda r: r["seed"])
         lines.append(sweep_columns(rs[0]) + f" {seed_cells(rs, lambda r: str(r['seed']))} | "
                      f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
                      f"**{p_test_cell(rs)}** | 86.6 | {sum(r['minutes'] for r in rs):.1f} | {rs[0]['hardware']} |")
     best = max(groups.values(), key=p_test_mean)
+    machine = lambda rs: rs[0]["hardware"].split(",")[0]  # noqa: E731  "cpu" or the card's name
     lines += ["", f"Best: {p_test_mean(best):.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ")
               + "), against the paper's 86.6%."]
     curve = sorted(((rs[0]["people"], rs) for rs in groups.values()  # the cpu preset but for N, whole entries
@@ -840,20 +840,20 @@ def scale_markdown(path):
     if len(curve) > 1:
         lines += ["", "P_test against people (2x128, whole entries, seeds' mean): " + ", ".join(
             f"{n:,} {p_test_mean(rs):.1f}"
-            f"{'' if all(map(is_memorised, rs)) else ' (not memorised)'} ({rs[0]['hardware'].split(',')[0]})"
+            f"{'' if all(map(is_memorised, rs)) else ' (not memorised)'} ({machine(rs)})"
             for n, rs in curve) + "; the paper: 86.6 at 100,000."]
     by_people = grouped(sorted((rs for rs in groups.values() if rs[0]["packing"] == "entries"
                                 and set(rs[0]["overrides"]) <= {"people", "packing", "passes"}),
                                key=lambda rs: (rs[0]["people"], rs[0]["passes"])), lambda rs: rs[0]["people"])
     passes = [f"N = {n:,}: " + ", ".join(f"{rs[0]['passes']:g} passes {p_test_mean(rs):.1f} "
-                                          f"({rs[0]['hardware'].split(',')[0]})" for rs in runs)
+                                          f"({machine(rs)})" for rs in runs)
               for n, runs in by_people.items() if len(runs) > 1]
     if passes:
         lines += ["", "P_test against biography passes (2x128, whole entries, seeds' mean; the paper trains ~108): "
                   + "; ".join(passes) + "."]
     shown = lambda r: meets_threshold(dict(r, setting="single", method="mixed"))  # noqa: E731
     points = lambda gs: "; ".join(sweep_columns(rs[0]).strip("| ").replace(" | ", ", ")  # noqa: E731
-                                  + f" ({p_test_cell(rs)}, {rs[0]['hardware'].split(',')[0]})" for rs in gs)
+                                  + f" ({p_test_cell(rs)}, {machine(rs)})" for rs in gs)
     every = [rs for rs in groups.values() if all(map(shown, rs))]
     some = [rs for rs in groups.values() if any(map(shown, rs)) and not all(map(shown, rs))]
     lines += ["", f"The headline's target for mixed training ({THRESHOLDS['single', 'mixed']}, on every seed): "
