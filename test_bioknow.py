@@ -1024,13 +1024,22 @@ def test_headline_choice_scores_held_out_p_train_people_and_names_the_best(tmp_p
     assert all(0 <= r["qa_holdout"]["mean"] <= 100 and r["config"]["holdout"] == 0.25 for r in rows)
     table = tables.headline_choice_markdown(str(tmp_path / "headline_choice.jsonl"))
     best = max(rows, key=lambda r: r["qa_holdout"]["mean"])
-    assert table.count("\n| 40 | 2 | 0 |") == 1 and f"N = {best['people']} at {best['passes']} passes" in table
+    assert table.count("\n| 40 | 2 | 0.8 | 0.003 | 0.1 | 0 |") == 1
+    assert f"N = {best['people']} at {best['passes']} passes, QAr 0.8, lr 0.003, wd 0.1" in table
     held = {(40, 0): 30.0, (20, 0): 20.0, (40, 1): 10.0, (20, 1): 25.0}  # means 20.0 and 22.5, seeds 20 apart
     rewrite_jsonl(str(tmp_path / "headline_choice.jsonl"), [dict(r, seed=s, qa_holdout=dict(mean=held[r["people"], s]))
                                                            for s in (0, 1) for r in rows])
     table = tables.headline_choice_markdown(str(tmp_path / "headline_choice.jsonl"))
-    assert "| **30.0, 10.0 (mean 20.0)** |" in table and "N = 20 at 4 passes (22.5% over 2 seeds)" in table
-    assert "(up to 20.0 points), so no candidate is shown to be better." in table
+    assert "| **30.0, 10.0 (mean 20.0)** |" in table and "N = 20 at 4 passes, QAr 0.8, lr 0.003, wd 0.1 (22.5%" in (
+        table)
+    assert "(up to 20.0 points), so no candidate is shown to be better." in table and "Seed by seed" not in table
+    held = {(200, 0): 30.0, (20, 0): 35.0, (200, 1): 10.0, (20, 1): 25.0}  # (200, 4): the tiny preset's own recipe
+    rewrite_jsonl(str(tmp_path / "headline_choice.jsonl"), [dict(r, seed=s, people=n, passes=4, qa_holdout=dict(
+        mean=held[n, s])) for s in (0, 1) for r, n in zip(rows, (200, 20))])
+    table = tables.headline_choice_markdown(str(tmp_path / "headline_choice.jsonl"))
+    assert "| **30.0, 10.0 (mean 20.0)** | the preset |" in table
+    assert "| **35.0, 25.0 (mean 30.0)** | +5.0, +15.0 |" in table
+    assert "above the preset's recipe on every seed (+5.0, +15.0 points)." in table
 
 
 def test_qa_ratio_sweep_keeps_finished_runs_adds_a_seed_and_sets_the_paper_beside(tmp_path, monkeypatch):
