@@ -916,7 +916,8 @@ def headline_choice_markdown(path):
             f" (mean {mean(rs, 'qa_holdout'):.1f})" if len(rs) > 1 else "")
         lines.append(f"| {people} | {passes:g} | {qa_ratio:g} | {lr:g} | {wd:g} | "
                      f"{seed_cells(rs, lambda r: str(r['seed']))} | {seed_cells(rs, memorised_cell)} | **{held}** | "
-                     f"{'the preset' if (people, passes, qa_ratio, lr, wd) == preset else signed(gain(rs))} | {p_test_cell(rs)} | 86.6 | {seed_cells(rs, lambda r: format(r['minutes'], '.1f'))} |")
+                     f"{'the preset' if (people, passes, qa_ratio, lr, wd) == preset else signed(gain(rs))} | "
+                     f"{p_test_cell(rs)} | 86.6 | {seed_cells(rs, lambda r: format(r['minutes'], '.1f'))} |")
     ranked = sorted(groups.items(), key=lambda kv: -mean(kv[1], "qa_holdout"))
     name = lambda k: f"N = {k[0]:,} at {k[1]:g} passes, QAr {k[2]:g}, lr {k[3]:g}, wd {k[4]:g}"  # noqa: E731
     lines += ["", f"Highest on held-out P_train people: {name(ranked[0][0])} "
@@ -1055,9 +1056,9 @@ def probe_curve_markdown(path):
 # `probe-scale` (Results 4-5 against scale): P- and Q-probes, with both read-outs, on the augmented model at two
 # widths, two depths and two budgets (the paper's multi5 sees each entry ~108 times; the preset's 60 passes over
 # single-sized data give it 12), on single after bio pretraining and after mixed training, on the mixed models of
-# the QA-ratio sweep (whose P_test QA spans 11-59%) and of the scale study at more people and at 4 layers: does Q-probe
-# accuracy grow with width, depth or training, and does it track QA? Overrides of the cpu preset; a finished pretrained run already in the point's work directory with the
-# same configuration is reused.
+# the QA-ratio sweep (whose P_test QA spans 11-59%) and of the scale study at more people and at 4 layers: does
+# Q-probe accuracy grow with width, depth or training, and does it track QA? Overrides of the cpu preset; a finished
+# pretrained run already in the point's work directory with the same configuration is reused.
 PROBE_SCALE = [("multi5+permute+fullname", "qa_finetune", {}, (0, 1)),
                ("multi5+permute+fullname", "qa_finetune", dict(n_embd=256), (0, 1)),
                ("single", "qa_finetune", {}, (0, 1)), ("single", "mixed", {}, (0, 1))] + [
