@@ -129,15 +129,16 @@ def seed_cells(rows, value):
     return ", ".join(value(r) for r in rows)
 
 
-def p_test_mean(rows):
-    """The P_test QA mean of the seeds of one configuration."""
-    return float(np.mean([r["qa_test"]["mean"] for r in rows]))
+def qa_mean(rows, field="qa_test"):
+    """The QA mean of the seeds of one configuration: on P_test, or on the people FIELD names (qa_holdout)."""
+    return float(np.mean([r[field]["mean"] for r in rows]))
 
 
-def p_test_cell(rows):
-    """Each seed's P_test QA mean, then their mean where there are several: `58.6, 51.9 (mean 55.2)`."""
-    return ", ".join(fmt(r["qa_test"]["mean"]) for r in rows) + (
-        f" (mean {p_test_mean(rows):.1f})" if len(rows) > 1 else "")
+def qa_cell(rows, field="qa_test"):
+    """Each seed's QA mean (P_test unless FIELD says), then their mean where there are several: `58.6, 51.9 (mean
+    55.2)`."""
+    return ", ".join(fmt(r[field]["mean"]) for r in rows) + (
+        f" (mean {qa_mean(rows, field):.1f})" if len(rows) > 1 else "")
 
 
 def is_memorised(row):
@@ -722,7 +723,7 @@ def packing_markdown(path):
         paper = PAPER_TABLE[setting][method == "mixed"][0]
         lines.append(f"| {setting} | {method} | {packing} | {seed_cells(rs, lambda r: str(r['pretrain_steps']))} | "
                      f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
-                     f"**{p_test_cell(rs)}** | {fmt(paper)} |")
+                     f"**{qa_cell(rs)}** | {fmt(paper)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -835,23 +836,23 @@ def scale_markdown(path):
     for key, rs in sorted(groups.items(), key=lambda kv: [str(kv[1][0].get(k)).zfill(6) for k in shape]):
         lines.append(sweep_columns(rs[0]) + f" {seed_cells(rs, lambda r: str(r['seed']))} | "
                      f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
-                     f"**{p_test_cell(rs)}** | 86.6 | {sum(r['minutes'] for r in rs):.1f} | {rs[0]['hardware']} |")
-    best = max(groups.values(), key=p_test_mean)
+                     f"**{qa_cell(rs)}** | 86.6 | {sum(r['minutes'] for r in rs):.1f} | {rs[0]['hardware']} |")
+    best = max(groups.values(), key=qa_mean)
     machine = lambda rs: rs[0]["hardware"].split(",")[0]  # noqa: E731  "cpu" or the card's name
-    lines += ["", f"Best: {p_test_mean(best):.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ")
+    lines += ["", f"Best: {qa_mean(best):.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ")
               + "), against the paper's 86.6%."]
     curve = sorted(((rs[0]["people"], rs) for rs in groups.values()  # the cpu preset but for N, whole entries
                     if set(rs[0]["overrides"]) == {"people", "packing"} and rs[0]["packing"] == "entries"),
                    key=lambda c: (c[0], c[1][0]["where"]))
     if len(curve) > 1:
         lines += ["", "P_test against people (2x128, whole entries, seeds' mean): " + ", ".join(
-            f"{n:,} {p_test_mean(rs):.1f}"
+            f"{n:,} {qa_mean(rs):.1f}"
             f"{'' if all(map(is_memorised, rs)) else ' (not memorised)'} ({machine(rs)})"
             for n, rs in curve) + "; the paper: 86.6 at 100,000."]
     by_people = grouped(sorted((rs for rs in groups.values() if rs[0]["packing"] == "entries"
                                 and set(rs[0]["overrides"]) <= {"people", "packing", "passes"}),
                                key=lambda rs: (rs[0]["people"], rs[0]["passes"])), lambda rs: rs[0]["people"])
-    passes = [f"N = {n:,}: " + ", ".join(f"{rs[0]['passes']:g} passes {p_test_mean(rs):.1f} "
+    passes = [f"N = {n:,}: " + ", ".join(f"{rs[0]['passes']:g} passes {qa_mean(rs):.1f} "
                                           f"({machine(rs)})" for rs in runs)
               for n, runs in by_people.items() if len(runs) > 1]
     if passes:
@@ -859,7 +860,7 @@ def scale_markdown(path):
                   + "; ".join(passes) + "."]
     shown = lambda r: meets_threshold(dict(r, setting="single", method="mixed"))  # noqa: E731
     points = lambda gs: "; ".join(sweep_columns(rs[0]).strip("| ").replace(" | ", ", ")  # noqa: E731
-                                  + f" ({p_test_cell(rs)}, {machine(rs)})" for rs in gs)
+                                  + f" ({qa_cell(rs)}, {machine(rs)})" for rs in gs)
     every = [rs for rs in groups.values() if all(map(shown, rs))]
     some = [rs for rs in groups.values() if any(map(shown, rs)) and not all(map(shown, rs))]
     lines += ["", f"The headline's target for mixed training ({THRESHOLDS['single', 'mixed']}, on every seed): "
@@ -906,32 +907,29 @@ def headline_choice_markdown(path):
              "shown beside it, not used. Each cell a seed, in seed order. " + provenance(rows), "",
              "| people | passes | QAr | lr | wd | seeds | memorised P_train / P_test | **held-out P_train QA** | "
              "against the preset, seed by seed | P_test QA | paper P_test | minutes |", "|" + "---|" * 12]
-    mean = lambda rs, k: float(np.mean([r[k]["mean"] for r in rs]))  # noqa: E731
     preset = recipe(dataclasses.asdict(bk.resolve_config(rows[0]["preset"])))
     base = {r["seed"]: r["qa_holdout"]["mean"] for r in groups.get(preset, [])}
     gain = lambda rs: [r["qa_holdout"]["mean"] - base[r["seed"]] for r in rs if r["seed"] in base]  # noqa: E731
     signed = lambda ds: ", ".join(f"{d:+.1f}" for d in ds)  # noqa: E731
-    for (people, passes, qa_ratio, lr, wd), rs in groups.items():
-        held = seed_cells(rs, lambda r: fmt(r["qa_holdout"]["mean"])) + (
-            f" (mean {mean(rs, 'qa_holdout'):.1f})" if len(rs) > 1 else "")
-        lines.append(f"| {people} | {passes:g} | {qa_ratio:g} | {lr:g} | {wd:g} | "
-                     f"{seed_cells(rs, lambda r: str(r['seed']))} | {seed_cells(rs, memorised_cell)} | **{held}** | "
-                     f"{'the preset' if (people, passes, qa_ratio, lr, wd) == preset else signed(gain(rs))} | "
-                     f"{p_test_cell(rs)} | 86.6 | {seed_cells(rs, lambda r: format(r['minutes'], '.1f'))} |")
-    ranked = sorted(groups.items(), key=lambda kv: -mean(kv[1], "qa_holdout"))
+    for key, rs in groups.items():
+        lines.append("| " + " | ".join([str(key[0])] + [f"{v:g}" for v in key[1:]]) + " | "
+                     f"{seed_cells(rs, lambda r: str(r['seed']))} | {seed_cells(rs, memorised_cell)} | "
+                     f"**{qa_cell(rs, 'qa_holdout')}** | {'the preset' if key == preset else signed(gain(rs))} | "
+                     f"{qa_cell(rs)} | 86.6 | {seed_cells(rs, lambda r: format(r['minutes'], '.1f'))} |")
+    held = lambda rs: qa_mean(rs, "qa_holdout")  # noqa: E731
+    ranked = sorted(groups.items(), key=lambda kv: -held(kv[1]))
     name = lambda k: f"N = {k[0]:,} at {k[1]:g} passes, QAr {k[2]:g}, lr {k[3]:g}, wd {k[4]:g}"  # noqa: E731
-    lines += ["", f"Highest on held-out P_train people: {name(ranked[0][0])} "
-                  f"({mean(ranked[0][1], 'qa_holdout'):.1f}% over {len(ranked[0][1])} seed"
-                  f"{'s' if len(ranked[0][1]) > 1 else ''})."]
+    top, best = ranked[0]
+    lines += ["", f"Highest on held-out P_train people: {name(top)} ({held(best):.1f}% over "
+                  f"{len(best)} seed{'s' if len(best) > 1 else ''})."]
     spread = max(np.ptp([r["qa_holdout"]["mean"] for r in rs]) for _, rs in ranked)
-    if len(ranked) > 1 and len(ranked[0][1]) > 1 and (
-            mean(ranked[0][1], "qa_holdout") - mean(ranked[1][1], "qa_holdout") < spread):
-        lines[-1] += (f" The next, {name(ranked[1][0])}, gives {mean(ranked[1][1], 'qa_holdout'):.1f}%: closer than "
-                      f"the seeds of one candidate lie apart (up to {spread:.1f} points), so no candidate is shown "
-                      "to be better.")
-    if ranked[0][0] != preset and len(gain(ranked[0][1])) > 1 and min(gain(ranked[0][1])) > 0:
+    if len(ranked) > 1 and len(best) > 1 and held(best) - held(ranked[1][1]) < spread:
+        lines[-1] += (f" The next, {name(ranked[1][0])}, gives {held(ranked[1][1]):.1f}%: closer than the seeds "
+                      f"of one candidate lie apart (up to {spread:.1f} points), so no candidate is shown to be "
+                      "better.")
+    if top != preset and len(gain(best)) > 1 and min(gain(best)) > 0:
         lines[-1] += (f" Seed by seed (the same data and initialisation), it is above the preset's recipe on every "
-                      f"seed ({signed(gain(ranked[0][1]))} points).")
+                      f"seed ({signed(gain(best))} points).")
     return "\n".join(lines) + "\n"
 
 
@@ -959,9 +957,9 @@ def qa_ratio_markdown(path):
         lines.append(f"| {q:g} | {rs[0].get('budget', 'all')} | {passes:g} | {qa_exposure(rs[0]):.0f} | "
                      f"{seed_cells(rs, lambda r: str(r['steps']))} | "
                      f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
-                     f"**{p_test_cell(rs)}** | {fmt(PAPER_QA_RATIO.get(q) if passes == fixed else None)} | "
+                     f"**{qa_cell(rs)}** | {fmt(PAPER_QA_RATIO.get(q) if passes == fixed else None)} | "
                      f"{seed_cells(rs, lambda r: format(r['minutes'], '.1f'))} |")
-    ours = [(q, p_test_mean(rs)) for (q, passes), rs in runs.items() if passes == fixed]
+    ours = [(q, qa_mean(rs)) for (q, passes), rs in runs.items() if passes == fixed]
     seeds = sorted({r["seed"] for r in rows})
     below = all(v < PAPER_QA_RATIO.get(q, 101) for q, v in ours)
     lines += ["", f"P_test from the lowest to the highest ratio at {fixed:g} passes ("
@@ -970,7 +968,7 @@ def qa_ratio_markdown(path):
               f"24.5 -> 85.7, most of it by 0.4); {'below' if below else 'not below'} the paper at every ratio."
               + (" One seed a ratio: seeds of the same run differ by up to 20 points at this size (the scale table)."
                  if len(seeds) < 2 else "")]
-    cells = lambda ks: "; ".join(f"QAr {q:g} at {p:g} passes {p_test_cell(runs[(q, p)])}"  # noqa: E731
+    cells = lambda ks: "; ".join(f"QAr {q:g} at {p:g} passes {qa_cell(runs[(q, p)])}"  # noqa: E731
                                  for q, p in sorted(ks))
     matched = grouped([k for k in runs if k[1] != fixed], lambda k: qa_exposure(runs[k][0]))
     for seen, keys in matched.items():
@@ -1176,7 +1174,7 @@ def probe_scale_markdown(path):
         if len(at) > 1:
             curves.append(f"{setting} {method}: " + "; ".join(
                 f"N = {n:,} Q-probe {per_readout(g, lambda p: probe_means(p['q_probe'], 'q')['whole'])}, "
-                f"P-probe pos 0 {per_readout(g, lambda p: p_probe_at(p['p_probe'], 0))}, QA {p_test_mean(g):.1f}, "
+                f"P-probe pos 0 {per_readout(g, lambda p: p_probe_at(p['p_probe'], 0))}, QA {qa_mean(g):.1f}, "
                 f"values no trainee has {np.mean([unseen_share(r['probes']['linear']['q_probe']) for r in g]):.1f}%"
                 + ("" if all(map(is_memorised, g)) else " (not memorised)") for n, g in at.items()))
     if curves:
