@@ -1064,7 +1064,8 @@ PROBE_SCALE = [("multi5+permute+fullname", "qa_finetune", {}, (0, 1)),
     ("multi5+permute+fullname", "qa_finetune", dict(n_layer=4), (0, 1)),
     ("multi5+permute+fullname", "qa_finetune", dict(passes=300), (0, 1)),
     ("multi5+permute+fullname", "qa_finetune", dict(people=2000), (0, 1))] + [
-    ("single", "mixed", dict(people=n), (0, 1)) for n in (2000, 4000)] + [("single", "mixed", dict(n_layer=4), (0, 1))]
+    ("single", "mixed", dict(people=n), (0, 1)) for n in (2000, 4000)] + [
+    ("single", "mixed", dict(n_layer=4), (0, 1)), ("single", "mixed", dict(n_embd=256), (0, 1))]
 PROBE_SCALE_READOUTS = ("linear", "candidates")
 
 
