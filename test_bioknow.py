@@ -1190,8 +1190,8 @@ def test_probe_scale_probes_each_model_with_both_readouts_and_reuses_a_finished_
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tables.probe_scale("tiny", 0, str(tmp_path), "cpu", quiet=True)
     rows = read_jsonl(str(tmp_path / "probe_scale.jsonl"))
-    assert [(r["method"], r["pretraining_reused"], r["qa_ratio"]) for r in rows] == [
-        ("qa_finetune", True, 0.8), ("mixed", False, 0.5)]
+    assert [(r["method"], r["pretraining_reused"], r["qa_ratio"], r["config"]["mode"]) for r in rows] == [
+        ("qa_finetune", True, 0.8, "bio"), ("mixed", False, 0.5, "mixed")]  # the config each run was trained with
     reloaded, _, _ = bk.load_checkpoint(run, "cpu", bk.load_data(str(tmp_path / "work" / "probe-scale" /
                                                                      "single-qa_finetune-passes1-people40-seed0" /
                                                                      "data-single"))["vocab"])

@@ -779,8 +779,15 @@ def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_
               f"{row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)", flush=True)
 
 
+def pretraining_config(preset, method, seed, device, overrides):
+    """The configuration bk.pretrained_run trains for METHOD (bio pretraining for qa_finetune, mixed training for
+    mixed), so a result line records the run as it was trained."""
+    return bk.resolve_config(preset, "train", seed=seed, device=device,
+                             mode="bio" if method == "qa_finetune" else "mixed", **overrides)
+
+
 def sweep_line(row, overrides, preset, seed, device):
-    cfg = bk.resolve_config(preset, seed=seed, device=device, mode="mixed", **overrides)  # as pretrained_run
+    cfg = pretraining_config(preset, "mixed", seed, device, overrides)
     return dict({k: getattr(cfg, k) for k in SWEEP_FIELDS}, steps=row["pretrain_steps"],
                 **{k: row[k] for k in ("bio_memorization", "memorization_p_train", "memorization_p_test",
                                        "qa_train", "qa_test", "minutes", "hardware", "qa_holdout") if k in row},
@@ -1096,7 +1103,7 @@ def probe_scale(preset, seed, out, device, quiet=False, jobs=1):
         t0, run = time.time(), os.path.join(task["work"], f"{task['setting']}-{task['method']}")
         probes = {r: bk.probe(run, os.path.join(task["work"], f"data-{task['setting']}"), ("p", "q"), device=device,
                               seed=task["seed"], quiet=True, readout=r) for r in PROBE_SCALE_READOUTS}
-        cfg = bk.resolve_config(preset, "train", seed=task["seed"], **task["train_overrides"])
+        cfg = pretraining_config(preset, task["method"], task["seed"], device, task["train_overrides"])
         kept.append(dict(setting=task["setting"], method=task["method"], overrides=task["train_overrides"],
                          seed=task["seed"], n_layer=cfg.n_layer, n_embd=cfg.n_embd, qa_ratio=cfg.qa_ratio,
                          **{k: row[k] for k in ("memorization_p_train", "memorization_p_test", "qa_train", "qa_test",
