@@ -732,7 +732,8 @@ def packing_markdown(path):
 # machine it is sized for: the gpu points ran (or wait to run) 12 side by side on a GPU; the cpu points take 20-90
 # minutes a seed on one thread. The cpu point at N = 1,000 is the headline's mixed row (the QA-ratio sweep's QAr 0.8
 # runs are the same configuration): the GPU's bf16 runs differ from the CPU's, so passes are compared on one machine.
-# The last point is the headline's row with the weight decay that `headline-choice` ranked first on held-out people.
+# Then the headline's row with the weight decay that `headline-choice` ranked first on held-out people, and depth
+# (2, 4, 6, 8 layers) at N = 500 with whole entries, all on one CPU (the gpu depth points cut windows anywhere).
 SCALE_POINTS = [dict(people=n, packing=p, **kw, where=w) for n, p, kw, w in [
     (500, "stream", {}, "gpu"), (1000, "stream", {}, "gpu"), (1000, "entries", {}, "gpu"),
     (500, "stream", dict(n_layer=4), "gpu"), (500, "stream", dict(n_embd=256), "gpu"),
@@ -743,7 +744,9 @@ SCALE_POINTS = [dict(people=n, packing=p, **kw, where=w) for n, p, kw, w in [
     (2000, "entries", dict(n_embd=256), "gpu"), (8000, "entries", {}, "gpu"),
     (1000, "entries", dict(n_embd=256), "cpu"), (2000, "entries", {}, "cpu"), (4000, "entries", {}, "cpu"),
     (1000, "entries", {}, "cpu"), (1000, "entries", dict(passes=120), "cpu"),
-    (500, "entries", dict(passes=120), "cpu"), (1000, "entries", dict(weight_decay=0.5), "cpu")]]
+    (500, "entries", dict(passes=120), "cpu"), (1000, "entries", dict(weight_decay=0.5), "cpu"),
+    (500, "entries", {}, "cpu"), (500, "entries", dict(n_layer=4), "cpu"), (500, "entries", dict(n_layer=6), "cpu"),
+    (500, "entries", dict(n_layer=8), "cpu")]]
 SCALE_SEEDS = (0, 1)
 
 # The earlier mixed-training sweep (`mixed-sweep`): bioS single, mixed training, its passes counting every window

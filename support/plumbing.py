@@ -8,6 +8,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import platform
 import random
 import shutil
 import subprocess
@@ -47,9 +48,21 @@ def device_type(device):
 
 
 def hardware_name(device):
+    """The card's name, or the CPU's model with its cores and threads: a seed repeats a run bitwise on one CPU model,
+    not across models (float rounding differs), so every result line names the processor that ran it."""
     if device_type(device) == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return (f"{device} ({cpu_model()}), {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:  # Linux
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return (names[0] if names else platform.processor() or platform.machine() or "unknown").replace(",", "")
 
 
 def seed_everything(seed):
