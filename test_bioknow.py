@@ -582,6 +582,12 @@ def test_rows_run_side_by_side_give_the_rows_run_one_by_one(tmp_path):
 
 # --- bench
 
+def test_hardware_names_the_processor():
+    # a seed repeats a run bitwise on one CPU model only, so a result line must say which one ran it
+    name = bk.hardware_name("cpu")
+    assert name.startswith("cpu (") and name.index(")") < name.index(",") and name.endswith(torch.__version__)
+
+
 def test_bench_reports_a_timed_step():
     result = bk.bench(bk.resolve_config("tiny", device="cpu"), steps=2, warmup=1)
     assert {"tokens_per_sec", "ms_per_step", "params", "device", "dtype", "compiled", "mfu"} <= set(result)
@@ -1145,13 +1151,17 @@ def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(t
     curve = [dict(r, people=n, overrides=dict(people=n, packing="entries"), packing="entries",
                   qa_test=dict(r["qa_test"], mean=q)) for n, q in ((2000, 30.0), (500, 10.0)) for r in rows[:1]]
     rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve)
-    line = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-3]
-    assert line.startswith("P_test against people") and line.index("500 10.0 (not memorised) (cpu)") < line.index(
-        "2,000 30.0 (not memorised) (cpu)")
+    line, cpu = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-3], rows[0]["hardware"].split(",")[0]
+    assert line.startswith("P_test against people") and line.index(f"500 10.0 (not memorised) ({cpu})") < line.index(
+        f"2,000 30.0 (not memorised) ({cpu})")
     longer = dict(curve[1], passes=2, overrides=dict(curve[1]["overrides"], passes=2), qa_test=dict(mean=20.0))
-    rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [longer])
-    line = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-3]
-    assert line.startswith("P_test against biography passes") and "N = 500: 1 passes 10.0 (cpu), 2 passes 20.0" in line
+    deeper = dict(curve[1], n_layer=3, overrides=dict(curve[1]["overrides"], n_layer=3), qa_test=dict(mean=5.0))
+    rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [longer, deeper])
+    passes, depth = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-5:-2:2]
+    assert passes.startswith("P_test against biography passes")
+    assert f"N = 500: 1 passes 10.0 ({cpu}), 2 passes 20.0" in passes
+    assert depth.startswith("P_test against depth")
+    assert f"N = 500: 1 layers 10.0 ({cpu}), 3 layers 5.0 ({cpu})." in depth
     assert "target for mixed training (P_test mean >= 60%" in table and "reached at no point on every seed." in table
     good = dict(longer, qa_test=dict(mean=70.0), memorization_p_test=dict(mean=100.0))
     rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [good])

@@ -859,15 +859,12 @@ def scale_markdown(path):
             f"{n:,} {qa_mean(rs):.1f}"
             f"{'' if all(map(is_memorised, rs)) else ' (not memorised)'} ({machine(rs)})"
             for n, rs in curve) + "; the paper: 86.6 at 100,000."]
-    by_people = grouped(sorted((rs for rs in groups.values() if rs[0]["packing"] == "entries"
-                                and set(rs[0]["overrides"]) <= {"people", "packing", "passes"}),
-                               key=lambda rs: (rs[0]["people"], rs[0]["passes"])), lambda rs: rs[0]["people"])
-    passes = [f"N = {n:,}: " + ", ".join(f"{rs[0]['passes']:g} passes {qa_mean(rs):.1f} "
-                                          f"({machine(rs)})" for rs in runs)
-              for n, runs in by_people.items() if len(runs) > 1]
-    if passes:
-        lines += ["", "P_test against biography passes (2x128, whole entries, seeds' mean; the paper trains ~108): "
-                  + "; ".join(passes) + "."]
+    for field, unit, title in (("passes", "passes", "biography passes (2x128, whole entries, seeds' mean; the paper "
+                                                     "trains ~108)"),
+                               ("n_layer", "layers", "depth (width 128, whole entries, 60 passes, seeds' mean; the "
+                                                     "paper has 12)")):
+        curves = curves_along(groups, field, unit, machine)
+        lines += ["", f"P_test against {title}: " + "; ".join(curves) + "."] if curves else []
     shown = lambda r: meets_threshold(dict(r, setting="single", method="mixed"))  # noqa: E731
     points = lambda gs: "; ".join(sweep_columns(rs[0]).strip("| ").replace(" | ", ", ")  # noqa: E731
                                   + f" ({qa_cell(rs)}, {machine(rs)})" for rs in gs)
@@ -877,6 +874,17 @@ def scale_markdown(path):
               + (f"reached at {points(every)}" if every else "reached at no point on every seed")
               + (f"; on some seeds at {points(some)}" if some else "") + "."]
     return "\n".join(lines) + "\n"
+
+
+def curves_along(groups, field, unit, machine):
+    """A curve a population: the seeds' mean P_test against FIELD (passes or n_layer), the cpu preset otherwise and
+    whole entries; shown where the field takes more than one value."""
+    kept = sorted((rs for rs in groups.values() if rs[0]["packing"] == "entries"
+                   and set(rs[0]["overrides"]) <= {"people", "packing", field}),
+                  key=lambda rs: (rs[0]["people"], rs[0][field]))
+    return [f"N = {n:,}: " + ", ".join(f"{rs[0][field]:g} {unit} {qa_mean(rs):.1f} ({machine(rs)})" for rs in runs)
+            for n, runs in grouped(kept, lambda rs: rs[0]["people"]).items()
+            if len({rs[0][field] for rs in runs}) > 1]
 
 
 def mixed_sweep_markdown(path):
