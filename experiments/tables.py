@@ -848,7 +848,7 @@ def scale_markdown(path):
                      f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
                      f"**{qa_cell(rs)}** | 86.6 | {sum(r['minutes'] for r in rs):.1f} | {rs[0]['hardware']} |")
     best = max(groups.values(), key=qa_mean)
-    machine = lambda rs: rs[0]["hardware"].split(",")[0]  # noqa: E731  "cpu" or the card's name
+    machine = lambda rs: rs[0]["hardware"].split(",")[0]  # noqa: E731  "cpu (its model)" or the card's name
     lines += ["", f"Best: {qa_mean(best):.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ")
               + "), against the paper's 86.6%."]
     curve = sorted(((rs[0]["people"], rs) for rs in groups.values()  # the cpu preset but for N, whole entries
