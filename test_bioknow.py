@@ -1156,12 +1156,14 @@ def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(t
         f"2,000 30.0 (not memorised) ({cpu})")
     longer = dict(curve[1], passes=2, overrides=dict(curve[1]["overrides"], passes=2), qa_test=dict(mean=20.0))
     deeper = dict(curve[1], n_layer=3, overrides=dict(curve[1]["overrides"], n_layer=3), qa_test=dict(mean=5.0))
-    rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [longer, deeper])
-    passes, depth = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()[-5:-2:2]
-    assert passes.startswith("P_test against biography passes")
-    assert f"N = 500: 1 passes 10.0 ({cpu}), 2 passes 20.0" in passes
-    assert depth.startswith("P_test against depth")
-    assert f"N = 500: 1 layers 10.0 ({cpu}), 3 layers 5.0 ({cpu})." in depth
+    wider = dict(deeper, n_layer=1, n_embd=64, overrides=dict(curve[1]["overrides"], n_embd=64),
+                 memorization_p_test=dict(mean=100.0))
+    rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [longer, deeper, wider])
+    lines = tables.scale_markdown(str(tmp_path / "curve.jsonl")).splitlines()
+    along = lambda title: next(x for x in lines if x.startswith(f"P_test against {title}"))  # noqa: E731
+    assert f"N = 500: 1 passes 10.0 (not memorised) ({cpu}), 2 passes 20.0 (not memorised)" in along("biography")
+    assert f"N = 500: 1 layers 10.0 (not memorised) ({cpu}), 3 layers 5.0 (not memorised) ({cpu})." in along("depth")
+    assert f"N = 500: 32 wide 10.0 (not memorised) ({cpu}), 64 wide 5.0 ({cpu})." in along("width")
     assert "target for mixed training (P_test mean >= 60%" in table and "reached at no point on every seed." in table
     good = dict(longer, qa_test=dict(mean=70.0), memorization_p_test=dict(mean=100.0))
     rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [good])

@@ -746,7 +746,8 @@ SCALE_POINTS = [dict(people=n, packing=p, **kw, where=w) for n, p, kw, w in [
     (1000, "entries", {}, "cpu"), (1000, "entries", dict(passes=120), "cpu"),
     (500, "entries", dict(passes=120), "cpu"), (1000, "entries", dict(weight_decay=0.5), "cpu"),
     (500, "entries", {}, "cpu"), (500, "entries", dict(n_layer=4), "cpu"), (500, "entries", dict(n_layer=6), "cpu"),
-    (500, "entries", dict(n_layer=8), "cpu")]]
+    (500, "entries", dict(n_layer=8), "cpu"), (500, "entries", dict(n_embd=256), "cpu"),
+    (500, "entries", dict(n_embd=192), "cpu"), (500, "entries", dict(n_embd=64), "cpu")]]
 SCALE_SEEDS = (0, 1)
 
 # The earlier mixed-training sweep (`mixed-sweep`): bioS single, mixed training, its passes counting every window
@@ -856,13 +857,13 @@ def scale_markdown(path):
                    key=lambda c: (c[0], c[1][0]["where"]))
     if len(curve) > 1:
         lines += ["", "P_test against people (2x128, whole entries, seeds' mean): " + ", ".join(
-            f"{n:,} {qa_mean(rs):.1f}"
-            f"{'' if all(map(is_memorised, rs)) else ' (not memorised)'} ({machine(rs)})"
-            for n, rs in curve) + "; the paper: 86.6 at 100,000."]
+            f"{n:,} {mean_marked(rs)} ({machine(rs)})" for n, rs in curve) + "; the paper: 86.6 at 100,000."]
     for field, unit, title in (("passes", "passes", "biography passes (2x128, whole entries, seeds' mean; the paper "
                                                      "trains ~108)"),
                                ("n_layer", "layers", "depth (width 128, whole entries, 60 passes, seeds' mean; the "
-                                                     "paper has 12)")):
+                                                     "paper has 12)"),
+                               ("n_embd", "wide", "width (2 layers, whole entries, 60 passes, seeds' mean; the "
+                                                  "paper has 768)")):
         curves = curves_along(groups, field, unit, machine)
         lines += ["", f"P_test against {title}: " + "; ".join(curves) + "."] if curves else []
     shown = lambda r: meets_threshold(dict(r, setting="single", method="mixed"))  # noqa: E731
@@ -877,14 +878,19 @@ def scale_markdown(path):
 
 
 def curves_along(groups, field, unit, machine):
-    """A curve a population: the seeds' mean P_test against FIELD (passes or n_layer), the cpu preset otherwise and
-    whole entries; shown where the field takes more than one value."""
+    """A curve a population: the seeds' mean P_test against FIELD (passes, n_layer or n_embd), the cpu preset
+    otherwise and whole entries; shown where the field takes more than one value."""
     kept = sorted((rs for rs in groups.values() if rs[0]["packing"] == "entries"
                    and set(rs[0]["overrides"]) <= {"people", "packing", field}),
                   key=lambda rs: (rs[0]["people"], rs[0][field]))
-    return [f"N = {n:,}: " + ", ".join(f"{rs[0][field]:g} {unit} {qa_mean(rs):.1f} ({machine(rs)})" for rs in runs)
+    return [f"N = {n:,}: " + ", ".join(f"{rs[0][field]:g} {unit} {mean_marked(rs)} ({machine(rs)})" for rs in runs)
             for n, runs in grouped(kept, lambda rs: rs[0]["people"]).items()
             if len({rs[0][field] for rs in runs}) > 1]
+
+
+def mean_marked(runs):
+    """The seeds' mean P_test, marked where a seed's biographies are not memorised."""
+    return f"{qa_mean(runs):.1f}" + ("" if all(map(is_memorised, runs)) else " (not memorised)")
 
 
 def mixed_sweep_markdown(path):
