@@ -1168,6 +1168,10 @@ def test_scale_study_keeps_finished_runs_and_the_report_marks_unmemorised_rows(t
     good = dict(longer, qa_test=dict(mean=70.0), memorization_p_test=dict(mean=100.0))
     rewrite_jsonl(str(tmp_path / "curve.jsonl"), curve + [good])
     assert "every seed): reached at 500, 1x32, " in tables.scale_markdown(str(tmp_path / "curve.jsonl"))
+    probed = [dict(good, setting="single", method="mixed", seed=s, overrides=dict(n_embd=64)) for s in (0, 1)]
+    rewrite_jsonl(str(tmp_path / "probe_scale.jsonl"), probed + [dict(probed[0], setting="multi5")])
+    assert f"`probe_scale.jsonl` reaches it on every seed at N = 40, 1x32 (70.0, 70.0 (mean 70.0), {cpu})." in \
+        tables.scale_markdown(str(tmp_path / "curve.jsonl"))
 
 
 def test_packing_table_and_probe_curve_write_what_the_report_renders(tmp_path, monkeypatch):

@@ -873,8 +873,20 @@ def scale_markdown(path):
     some = [rs for rs in groups.values() if any(map(shown, rs)) and not all(map(shown, rs))]
     lines += ["", f"The headline's target for mixed training ({THRESHOLDS['single', 'mixed']}, on every seed): "
               + (f"reached at {points(every)}" if every else "reached at no point on every seed")
-              + (f"; on some seeds at {points(some)}" if some else "") + "."]
+              + (f"; on some seeds at {points(some)}" if some else "") + "." + probed_mixed(path, shown, machine)]
     return "\n".join(lines) + "\n"
+
+
+def probed_mixed(path, shown, machine):
+    """The bioS single mixed runs `probe-scale` trains (beside PATH) with the same recipe, where they meet the target
+    on every seed (a seed repeats a run bitwise only on one CPU model, so the two files may disagree)."""
+    probed = os.path.join(os.path.dirname(path), "probe_scale.jsonl")
+    rows = [r for r in read_jsonl(probed) if (r["setting"], r["method"]) == ("single", "mixed")] \
+        if os.path.isfile(probed) else []
+    groups = grouped(sorted(rows, key=lambda r: r["seed"]), lambda r: json.dumps(r["overrides"], sort_keys=True))
+    met = [f"N = {rs[0]['config']['people']:,}, {rs[0]['n_layer']}x{rs[0]['n_embd']} ({qa_cell(rs)}, {machine(rs)})"
+           for rs in groups.values() if len(rs) > 1 and all(map(shown, rs))]
+    return f" The same recipe in `probe_scale.jsonl` reaches it on every seed at {'; '.join(met)}." if met else ""
 
 
 def curves_along(groups, field, unit, machine):
