@@ -883,7 +883,8 @@ def probed_mixed(path, shown, machine):
     probed = os.path.join(os.path.dirname(path), "probe_scale.jsonl")
     rows = [r for r in read_jsonl(probed) if (r["setting"], r["method"]) == ("single", "mixed")] \
         if os.path.isfile(probed) else []
-    groups = grouped(sorted(rows, key=lambda r: r["seed"]), lambda r: json.dumps(r["overrides"], sort_keys=True))
+    groups = grouped(sorted(rows, key=lambda r: r["seed"]),
+                     lambda r: probe_scale_key(r["setting"], r["method"], r["overrides"]))
     met = [f"N = {rs[0]['config']['people']:,}, {rs[0]['n_layer']}x{rs[0]['n_embd']} ({qa_cell(rs)}, {machine(rs)})"
            for rs in groups.values() if len(rs) > 1 and all(map(shown, rs))]
     return f" The same recipe in `probe_scale.jsonl` reaches it on every seed at {'; '.join(met)}." if met else ""
