@@ -1100,7 +1100,7 @@ def test_full_table_resumes_and_the_celebrity_table_reuses_it(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_gbert_table_sets_the_gpt_beside(tmp_path, monkeypatch):
+def test_gbert_tables_set_the_gpt_beside_and_the_passes_it_needs(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "GBERT_ROWS", (("single", "qa_finetune"),))
     monkeypatch.setitem(bk.PRESETS, "tiny", dict(bk.PRESETS["tiny"], people=40, passes=1))
     tables.gbert_table("tiny", 0, str(tmp_path), "cpu", quiet=True)
@@ -1112,6 +1112,15 @@ def test_gbert_table_sets_the_gpt_beside(tmp_path, monkeypatch):
     table = tables.gbert_markdown(str(tmp_path / "gbert.jsonl"))
     assert "| single | qa_finetune | GBERT |" in table and "| single | qa_finetune | GPT |" in table
     assert "| 3.7 |" in table and "Its two best" in table
+    monkeypatch.setattr(tables, "GBERT_BUDGET", (("single", 1), ("single", 2)))  # a line a run, kept
+    tables.gbert_budget("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    rows = read_jsonl(str(tmp_path / "gbert_budget.jsonl"))
+    assert [(r["passes"], r["objective"], r["setting"]) for r in rows] == [(1, "mlm", "single"), (2, "mlm", "single")]
+    assert rows[1]["pretrain_steps"] > rows[0]["pretrain_steps"]
+    tables.gbert_budget("tiny", 0, str(tmp_path), "cpu", quiet=True)
+    assert read_jsonl(str(tmp_path / "gbert_budget.jsonl")) == rows  # finished runs are not run again
+    table = tables.gbert_budget_markdown(str(tmp_path / "gbert_budget.jsonl"))
+    assert "| single | 2 | 0 | " in table and "not memorised" in table
 
 
 def test_report_renders_the_committed_results_and_refuses_without_them(tmp_path, capsys):
