@@ -604,8 +604,8 @@ def gbert_markdown(path):
                       f"four attributes: {'yes' if ahead else 'NO'}."]
     return "\n".join(lines) + "\n"
 
-# `gbert-budget`: how many passes GBERT needs before it has memorised its biographies, the table's rule for every
-# row (the paper trains GBERT until it has, Appendix H). Bio pretraining by masked words then QA finetuning, at passes
+# `gbert-budget`: how many passes GBERT needs before it has memorised its biographies, as every row must (the paper
+# trains its models until they have, Appendix C). Bio pretraining by masked words then QA finetuning, at passes
 # a multiple of the GPT's 60: bioS single, and multi5+permute, where the GPT extracts 98.6% (Result 7 says GBERT does
 # not). A line a run, kept when there (same setting, passes and seed).
 GBERT_BUDGET = (("single", 120), ("single", 480), ("single", 960), ("multi5+permute", 960))
