@@ -101,6 +101,11 @@ def provenance(rows):
             f"minutes for the {len(rows)} runs.")
 
 
+def jsonl_lines(path):
+    """The lines of a table's JSONL file, none when it is not there yet."""
+    return read_jsonl(path) if os.path.isfile(path) else []
+
+
 def table_line(row, preset, seed, **extra):
     """A table's JSON line: the row's numbers (with the hardware that ran it) and what produced them (preset, seed,
     N, version, commit)."""
@@ -366,7 +371,7 @@ def full_table(preset, seed, out, device, quiet=False, jobs=1):
     start over)."""
     os.makedirs(out, exist_ok=True)
     path, work = os.path.join(out, "full_table.jsonl"), os.path.join(out, "work", "full")
-    lines = read_jsonl(path) if os.path.isfile(path) else []
+    lines = jsonl_lines(path)
     kept = [r for r in lines if (r.get("preset"), r.get("seed")) == (preset, seed)]
     if kept:
         print(f"keeping the {len(kept)} finished rows of {path} (delete it to rerun them)", flush=True)
@@ -568,7 +573,7 @@ def gbert_table(preset, seed, out, device, quiet=False, jobs=1):
 def gbert_markdown(path):
     rows = read_jsonl(path)
     full_path = os.path.join(os.path.dirname(path), "full_table.jsonl")
-    gpt = {(r["setting"], r["method"]): r for r in (read_jsonl(full_path) if os.path.isfile(full_path) else [])
+    gpt = {(r["setting"], r["method"]): r for r in jsonl_lines(full_path)
            if (r["preset"], r["seed"]) == (rows[0]["preset"], rows[0]["seed"])}
     lines = ["## GBERT: the bidirectional model (Result 7, Figure 9)", "",
              f"From `{os.path.basename(path)}`; `python experiments/tables.py gbert`. Preset "
@@ -617,12 +622,12 @@ def gbert_budget(preset, seed, out, device, quiet=False, jobs=1):
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "gbert_budget.jsonl")
     key = lambda r: (r["setting"], r["passes"], r["seed"])  # noqa: E731
-    done = {key(r) for r in (read_jsonl(path) if os.path.isfile(path) else []) if r["preset"] == preset}
+    done = {key(r) for r in jsonl_lines(path) if r["preset"] == preset}
     tasks = [dict(setting=s, method="qa_finetune", train_overrides=dict(objective="mlm", passes=p),
                   work=os.path.join(out, "work", "gbert-budget", f"{s}-passes{p}-seed{seed}"))
              for s, p in sorted(GBERT_BUDGET, key=lambda sp: -sp[1]) if (s, p, seed) not in done]  # longest first
     for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "gbert budget"):
-        kept = read_jsonl(path) if os.path.isfile(path) else []
+        kept = jsonl_lines(path)
         kept.append(table_line(row, preset, seed, **task["train_overrides"]))
         rewrite_jsonl(path, sorted(kept, key=lambda r: (r["setting"] != "single", r["passes"], r["seed"])))
         print(f"GBERT {row['setting']}, {task['train_overrides']['passes']} passes: memorised "
@@ -647,10 +652,12 @@ def gbert_budget_markdown(path):
     lines += [f"| {r['setting']} | {r['passes']} | {r['seed']} | "
               + " | ".join(fmt(r["memorization_p_test"][a]) for a in bk.ATTRIBUTES) + " |" for r in rows]
     # A row can fall short of the rule on some attributes only: those it has memorised still test Result 7.
-    held = [f"{r['setting']} at {r['passes']} passes (seed {r['seed']}): " + ", ".join(
-        f"{a} {r['memorization_p_test'][a]:.1f} -> {r['qa_test'][a]:.1f}" for a in bk.ATTRIBUTES
-        if r["memorization_p_test"][a] >= bk.MEMORISED) for r in rows
-        if any(r["memorization_p_test"][a] >= bk.MEMORISED for a in bk.ATTRIBUTES)]
+    held = []
+    for r in rows:
+        cells = [f"{a} {r['memorization_p_test'][a]:.1f} -> {r['qa_test'][a]:.1f}" for a in bk.ATTRIBUTES
+                 if r["memorization_p_test"][a] >= bk.MEMORISED]
+        if cells:
+            held.append(f"{r['setting']} at {r['passes']} passes (seed {r['seed']}): " + ", ".join(cells))
     lines += ["", f"Attributes memorised on P_test biographies (at least {bk.MEMORISED:g}%), memorised -> P_test QA: "
               + ("; ".join(held) if held else "none") + "."]
     return "\n".join(lines) + "\n"
@@ -748,7 +755,7 @@ PACKING_ROWS = [(s, m, p, seed) for s, m in (("single", "mixed"), ("single", "qa
 def packing_table(preset, seed, out, device, quiet=False, jobs=1):
     """PACKING_ROWS -> OUT/packing.jsonl, a line a run as it finishes; runs already there are kept."""
     path = os.path.join(out, "packing.jsonl")
-    kept = read_jsonl(path) if os.path.isfile(path) else []
+    kept = jsonl_lines(path)
     done = {(r["setting"], r["method"], r["packing"], r["seed"]) for r in kept}
     tasks = [dict(setting=s, method=m, seed=sd, train_overrides=dict(packing=p),
                   work=os.path.join(out, "work", "packing", f"{p}-seed{sd}")) for s, m, p, sd in PACKING_ROWS
@@ -822,7 +829,7 @@ def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_
     line (same overrides and seed) is there already is not run again, so a killed sweep continues."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, name)
-    kept = read_jsonl(path) if os.path.isfile(path) else []
+    kept = jsonl_lines(path)
     there = lambda o: any((r["preset"], r["seed"]) == (preset, seed)  # noqa: E731
                           and all(r["config"].get(k) == v for k, v in o.items()) for r in kept)
     sweep = MIXED_SWEEP if sweep is None else sweep
@@ -856,7 +863,7 @@ def scale_study(preset, seed, out, device, quiet=False, jobs=1):
     point's seeds run one after the other, points in their order."""
     os.makedirs(out, exist_ok=True)
     path, dev = os.path.join(out, "mixed_scale.jsonl"), bk.pick_device(device)
-    kept = read_jsonl(path) if os.path.isfile(path) else []
+    kept = jsonl_lines(path)
     done = {(json.dumps(r["overrides"], sort_keys=True), r["seed"], r["where"]) for r in kept}
     where = "gpu" if bk.device_type(dev) == "cuda" else "cpu"
     tasks = []
@@ -1173,7 +1180,7 @@ def probe_scale(preset, seed, out, device, quiet=False, jobs=1):
     finishes; models already there (same setting, method, overrides and seed) are kept."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "probe_scale.jsonl")
-    kept = read_jsonl(path) if os.path.isfile(path) else []
+    kept = jsonl_lines(path)
     done = {(*probe_scale_key(r["setting"], r["method"], r["overrides"]), r["seed"]) for r in kept}
     tasks = [dict(setting=st, method=m, train_overrides=ov, seed=s, work=probe_scale_work(out, st, m, ov, s),
                   reuse=True)
