@@ -1009,7 +1009,14 @@ def test_finetune_grid_reuses_the_pretrained_run_and_reports_each_recipe(tmp_pat
     assert [r["recipe"] for r in rows] == ["full finetuning", "LoRA q/v rank 2 + embedding rank 4"]
     assert rows[1]["lora_emb"] == 4 and set(rows[0]["qa_train_first_token"]) == {"mean", *bk.ATTRIBUTES}
     assert rows[0]["lr"] == bk.resolve_config("tiny", "finetune").lr  # the finetuning stage's recipe
-    assert "| LoRA q/v rank 2 + embedding rank 4 |" in tables.finetune_grid_markdown(str(tmp_path / "finetune_grid.jsonl"))
+    assert [(r["seed"], r["preset"]) for r in rows] == [(0, "tiny")] * 2
+    monkeypatch.setattr(tables, "FINETUNE_GRID", [dict(), dict(lora_qv=2, lora_emb=4), dict(passes=2)])
+    tables.finetune_grid("tiny", 0, str(tmp_path), "cpu", quiet=True)  # only the new recipe runs; the others kept
+    rows2 = read_jsonl(str(tmp_path / "finetune_grid.jsonl"))
+    assert rows2[:2] == rows and (rows2[2]["recipe"], rows2[2]["passes"]) == ("full finetuning", 2)
+    table = tables.finetune_grid_markdown(str(tmp_path / "finetune_grid.jsonl"))
+    assert "| LoRA q/v rank 2 + embedding rank 4 | 0.001 | 1 |" in table
+    assert "| full finetuning | 0.001 | 2 |" in table and "98.9, 7.5" in table  # the paper's cell beside each
 
 
 def test_mixed_sweep_writes_rows_the_report_tabulates(tmp_path, monkeypatch):
