@@ -712,7 +712,8 @@ def finetune_grid(preset, seed, out, device, quiet=False):
                    minutes=round((time.time() - t0) / 60, 2), hardware=bk.hardware_name(dev))
         lines.append(table_line(row, preset, seed))
         order = [(recipe_name(o), bk.resolve_config(preset, "finetune", **o).passes) for o in FINETUNE_GRID]
-        rewrite_jsonl(path, sorted(lines, key=lambda r: (order.index(key(r)[:2]), r["seed"])))
+        rewrite_jsonl(path, sorted(lines, key=lambda r: (order.index(key(r)[:2]) if key(r)[:2] in order
+                                                         else len(order), r["seed"])))  # a dropped recipe's last
         print(f"{row['recipe']:>40}, {row['passes']:g} epochs: P_train first token "
               f"{row['qa_train_first_token']['mean']:.1f}, exact {row['qa_train']['mean']:.1f}; P_test "
               f"{row['qa_test']['mean']:.1f}", flush=True)
