@@ -691,10 +691,11 @@ def finetune_grid(preset, seed, out, device, quiet=False):
     P_test exact match per recipe, a line a recipe as it finishes; finished recipes are kept. Reuses reproduce's
     pretrained single model when it is there (another seed's: `--seed N --out results/seedN`, as reproduce)."""
     work, path = os.path.join(out, "work"), os.path.join(out, "finetune_grid.jsonl")
-    key = lambda r: (r["recipe"], r["passes"], r["seed"])  # noqa: E731
+    order = [(recipe_name(o), bk.resolve_config(preset, "finetune", **o).passes) for o in FINETUNE_GRID]
     lines = [r for r in jsonl_lines(path) if r.get("preset") == preset]
-    tasks = [o for o in FINETUNE_GRID if (recipe_name(o), bk.resolve_config(preset, "finetune", **o).passes, seed)
-             not in {key(r) for r in lines}]
+    done = {(r["recipe"], r["passes"], r["seed"]) for r in lines}
+    tasks = [o for o, k in zip(FINETUNE_GRID, order) if k + (seed,) not in done]
+    rank = {k: i for i, k in enumerate(order)}  # the file in the grid's order; a recipe no longer in it sorts last
     if not tasks:
         return
     data_dir, data, run, _, _ = bk.pretrained_run("single", "qa_finetune", preset, seed, device, work, quiet,
@@ -711,9 +712,7 @@ def finetune_grid(preset, seed, out, device, quiet=False):
                    qa_train=qa_train, qa_test=bk.qa_accuracies(model, tok, split["test"], dev)[0],
                    minutes=round((time.time() - t0) / 60, 2), hardware=bk.hardware_name(dev))
         lines.append(table_line(row, preset, seed))
-        order = [(recipe_name(o), bk.resolve_config(preset, "finetune", **o).passes) for o in FINETUNE_GRID]
-        rewrite_jsonl(path, sorted(lines, key=lambda r: (order.index(key(r)[:2]) if key(r)[:2] in order
-                                                         else len(order), r["seed"])))  # a dropped recipe's last
+        rewrite_jsonl(path, sorted(lines, key=lambda r: (rank.get((r["recipe"], r["passes"]), len(order)), r["seed"])))
         print(f"{row['recipe']:>40}, {row['passes']:g} epochs: P_train first token "
               f"{row['qa_train_first_token']['mean']:.1f}, exact {row['qa_train']['mean']:.1f}; P_test "
               f"{row['qa_test']['mean']:.1f}", flush=True)
