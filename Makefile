@@ -1,7 +1,7 @@
 # bioknow: `make reproduce` runs the headline comparison, `make test` runs the tests. Both install what they need.
 PYTHON ?= python3
 TORCH_PIN ?= torch==2.13.0
-PYTEST = $(PYTHON) -m pytest -q -o "markers=slow: a multi-minute test" test_bioknow.py
+PYTEST = $(PYTHON) -m pytest -q -o "markers=slow: a multi-minute test" test_bioknow.py experiments/test_tables.py
 
 .PHONY: install install-dev reproduce reproduce-full test test-fast bench gpu-check
 

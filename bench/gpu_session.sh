@@ -72,7 +72,7 @@ step "4. profile of the paper-shape step"
 timeout 120 $PY - "$DEV" "${PAPER[1]}" <<'EOF' | tee "$OUT/results/profile.txt"
 import sys, torch
 import bioknow as bk
-from support.plumbing import synchronize
+from bioknow import synchronize
 device, preset = sys.argv[1], sys.argv[2]
 cfg = bk.resolve_config(preset, device=device, compile="off")
 bk.tune_for(device)

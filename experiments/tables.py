@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import bioknow as bk  # noqa: E402
-from support.plumbing import git_commit, read_json, read_jsonl, rewrite_jsonl, write_text  # noqa: E402
+from bioknow import git_commit, read_json, read_jsonl, rewrite_jsonl, write_text  # noqa: E402
 
 RULER = "# " + "-" * 118
 

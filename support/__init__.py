@@ -1,1 +1,0 @@
-"""Plumbing of bioknow.py that a reader of the paper may skip (support/plumbing.py)."""
