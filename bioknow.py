@@ -72,11 +72,11 @@ class Config:
     adam_eps: float = 1e-6
     grad_clip: float = 1.0
     warmup_steps: int = 50
-    passes: float = 60.0             # passes over the stage's data: bioS-single-sized biographies, or P_train QA
-    steps: int = 0                   # if > 0, overrides passes
+    passes: float = 60.0             # pretraining: passes over bioS-single-sized biographies (Appendix C)
+    epochs: float = 10.0             # QA finetuning: passes over the P_train questions
+    steps: int = 0                   # if > 0, overrides passes (pretraining) or epochs (finetuning)
     mode: str = "bio"                # bio | mixed (Result 1: biographies and P_train QA in one run)
     qa_ratio: float = 0.8            # mixed: probability that a window is QA
-    budget: str = "bio"              # mixed: passes count biography windows (bio) or every window (all)
     packing: str = "entries"         # entries: whole entries only, padded | stream: windows cut anywhere
     holdout: float = 0.0             # finetune, mixed: fraction of P_train people held out to choose a recipe
     lora_qv: int = 0                 # finetune: LoRA rank on query/value (0: full finetuning; the paper: 8 or 16)
@@ -95,11 +95,11 @@ PRESETS = {
     # the default: the headline comparison on a 2-core CPU within minutes (README: why these numbers)
     "cpu": dict(people=1000, n_layer=2, n_head=4, n_embd=128, block_size=128, batch_size=8, lr=3e-3,
                 warmup_steps=50, passes=60,
-                finetune=dict(lr=3e-4, passes=10, batch_size=32, weight_decay=0.01, warmup_steps=0)),
+                finetune=dict(lr=3e-4, epochs=10, batch_size=32, weight_decay=0.01, warmup_steps=0)),
     # for unit tests: seconds
     "tiny": dict(people=200, n_layer=1, n_head=2, n_embd=32, block_size=128, batch_size=8, passes=4,
                  warmup_steps=5, log_every=10, probe_steps=5,
-                 finetune=dict(lr=1e-3, passes=1, batch_size=16, weight_decay=0.01, warmup_steps=0)),
+                 finetune=dict(lr=1e-3, epochs=1, batch_size=16, weight_decay=0.01, warmup_steps=0)),
     # the paper's: GPT-2 small, 80k steps of 96 x 512, then QA finetuning with its optimiser (full; or LoRA with
     # --lora-qv 8 --lora-emb 128)
     "paper": dict(people=100_000, n_layer=12, n_head=12, n_embd=768, block_size=512, batch_size=96, steps=80_000,
@@ -119,8 +119,9 @@ def resolve_config(preset=DEFAULT_PRESET, stage="train", **overrides):
     values = {k: v for k, v in PRESETS[preset].items() if k != "finetune"} | dict(preset=preset)
     if stage == "finetune":
         values.update(PRESETS[preset].get("finetune", {}))
-    if overrides.get("passes") is not None and overrides.get("steps") is None:
-        values["steps"] = 0  # an explicit --passes wins over a preset's steps
+    budget = "epochs" if stage == "finetune" else "passes"
+    if overrides.get(budget) is not None and overrides.get("steps") is None:
+        values["steps"] = 0  # an explicit --passes (--epochs) wins over a preset's steps
     return Config(**values | {k: v for k, v in overrides.items() if v is not None})
 
 
@@ -437,6 +438,15 @@ class GPT(nn.Module):
 # augmentation gets the same compute. Mixed training draws each window from the biographies or from the P_train QA
 # pairs (QA with probability qa_ratio), from scratch, giving the biographies the same passes as bio pretraining.
 
+# Every random draw of training is a function of (seed, stream, step or pass), so a resumed run draws what the
+# original drew. The stream ids:
+RNG_BIO_STREAM = 0      # the order of biography entries in each pass
+RNG_QA_STREAM = 1       # mixed training: the order of P_train QA pairs in each pass
+RNG_QA_SHARE = 2        # mixed training: how many windows of a batch are QA
+RNG_FINETUNE_ORDER = 3  # QA finetuning: the order of the questions in each epoch
+RNG_MLM_MASK = 4        # GBERT: which words are masked
+
+
 def encode_entries(texts, tok):
     """Token arrays of entries, each prefixed with EOS (the separator packing puts between entries)."""
     return [np.array([tok.eos] + tok.encode(t), dtype=np.int64) for t in texts]
@@ -516,19 +526,19 @@ class PackedStream:
 
 def pretraining_steps(cfg, data, bio_tokens, tokens_per_window=None):
     """Steps for cfg.passes over bioS-single-sized biographies: augmented data gets the same compute. Mixed training
-    (budget "bio") gives the biographies those passes too, so its steps are 1 / (1 - qa_ratio) times as many: the
+    gives the biographies those passes too, so its steps are 1 / (1 - qa_ratio) times as many: the
     paper's mixed runs memorise their biographies (Appendix C). tokens_per_window: the mean of whole-entry packing."""
     if cfg.steps > 0:
         return cfg.steps
     single_tokens = bio_tokens / (len(data["bios"]) / len(data["people"]))  # tokens of one entry a person
     steps = cfg.passes * single_tokens / (cfg.batch_size * (tokens_per_window or cfg.block_size))
-    return max(1, math.ceil(steps / (1 - cfg.qa_ratio) if cfg.mode == "mixed" and cfg.budget == "bio" else steps))
+    return max(1, math.ceil(steps / (1 - cfg.qa_ratio) if cfg.mode == "mixed" else steps))
 
 
-def mixed_batch(streams, cfg, step):
+def training_batch(streams, cfg, step):
     """Result 1's mixed training: every window is all biography or all P_train QA, QA with probability qa_ratio
     (drawn from (seed, step), so a resumed run draws the same). Bio pretraining has no QA stream."""
-    n_qa = int(np.random.default_rng([cfg.seed, 2, step]).binomial(cfg.batch_size, cfg.qa_ratio)) \
+    n_qa = int(np.random.default_rng([cfg.seed, RNG_QA_SHARE, step]).binomial(cfg.batch_size, cfg.qa_ratio)) \
         if "qa" in streams else 0
     return torch.cat([streams["bio"].windows(cfg.batch_size - n_qa)] + ([streams["qa"].windows(n_qa)] if n_qa else []))
 
@@ -566,11 +576,11 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
     model = GPT(cfg, len(tok.vocab)).to(device)
     opt = make_optimizer(model, cfg, device)
     # The data order is a function of (seed, stream, pass), so stream positions are all a checkpoint needs.
-    streams = dict(bio=PackedStream(bios, cfg.block_size, (cfg.seed, 0), device, packing=cfg.packing))
+    streams = dict(bio=PackedStream(bios, cfg.block_size, (cfg.seed, RNG_BIO_STREAM), device, packing=cfg.packing))
     qa_ids, held = split_holdout(data["people"], cfg.holdout, cfg.seed)  # held-out QA: to choose a mixed recipe
     if cfg.mode == "mixed":
         qa = [qa_text(r["question"], r["answer"]) for r in data["qa"] if r["id"] in qa_ids]
-        streams["qa"] = PackedStream(encode_entries(qa, tok), cfg.block_size, (cfg.seed, 1), device,
+        streams["qa"] = PackedStream(encode_entries(qa, tok), cfg.block_size, (cfg.seed, RNG_QA_STREAM), device,
                                      packing=cfg.packing)
     bio_tokens = sum(len(b) for b in bios)
     total = pretraining_steps(cfg, data, bio_tokens, bio_tokens / len(streams["bio"].buf)
@@ -580,9 +590,9 @@ def train(cfg, data_dir, out, force=False, quiet=False, resume=False):
         run_config(out, cfg, data=os.path.abspath(data_dir), steps_resolved=total, holdout_ids=sorted(held))
 
     def next_batch(step):
-        w = mixed_batch(streams, cfg, step)
+        w = training_batch(streams, cfg, step)
         x = w[:, :-1].clamp(min=0)  # whole-entry packing pads with -1: an EOS that is never a target
-        return mlm_inputs(x, tok, [cfg.seed, 4, step]) if cfg.objective == "mlm" else (x, w[:, 1:])
+        return mlm_inputs(x, tok, [cfg.seed, RNG_MLM_MASK, step]) if cfg.objective == "mlm" else (x, w[:, 1:])
 
     def save(step):
         save_checkpoint(out, model, cfg, tok.vocab, "pretrain", step, total, opt, data,
@@ -745,7 +755,7 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, sh
     example = mlm_qa_example if cfg.objective == "mlm" else qa_example
     examples = [example(tok, r) for r in data["qa"] if r["id"] in train_ids]
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = cfg.steps if cfg.steps > 0 else max(1, math.ceil(cfg.passes * per_epoch))
+    total = cfg.steps if cfg.steps > 0 else max(1, math.ceil(cfg.epochs * per_epoch))
     opt = make_optimizer(model, cfg, device)
     start = resume_state(out, "finetune", model, opt, cfg, data) if resume else 0
     if not resume:
@@ -760,7 +770,7 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, sh
         epoch, i = divmod(step, per_epoch)
         if epoch not in orders:
             orders.clear()
-            orders[epoch] = np.random.default_rng([cfg.seed, 3, epoch]).permutation(len(examples))
+            orders[epoch] = np.random.default_rng([cfg.seed, RNG_FINETUNE_ORDER, epoch]).permutation(len(examples))
         rows = orders[epoch][i * cfg.batch_size:(i + 1) * cfg.batch_size]
         idx, T = torch.from_numpy(rows).to(device), int(lengths[rows].max())
         return x_all[idx, :T], y_all[idx, :T]
@@ -862,7 +872,7 @@ MEMORISED = 95.0
 
 
 @torch.no_grad()
-def memorised(model, tok, data, ids, device, batch_size=256):
+def memorised_by_attribute(model, tok, data, ids, device, batch_size=256):
     """Per attribute, whether each person of `ids` has it memorised in their first biography entry: the model, fed
     the entry, predicts the attribute's first token at the position just before it."""
     by_id, first_entry = {p["id"]: p for p in data["people"]}, first_entries(data)
@@ -884,7 +894,7 @@ def evaluate(model, data, device, quiet=True, pretrained=None, per_split=2000, h
     split and for both together. `held`: held-out P_train people, whose QA is scored apart (qa_holdout): what a
     recipe is chosen on."""
     tok = Tokenizer(data["vocab"])
-    mem = {s: memorised(pretrained or model, tok, data, sorted(p["id"] for p in data["people"]
+    mem = {s: memorised_by_attribute(pretrained or model, tok, data, sorted(p["id"] for p in data["people"]
                                                               if p["split"] == s)[:per_split], device)
            for s in ("train", "test")}
     both = percentages({a: mem["train"][a] + mem["test"][a] for a in ATTRIBUTES})
@@ -1082,7 +1092,7 @@ def score_probe(probes, features, y_all, train_ids, test_ids):
     return result
 
 
-def probe(run, data_dir, probes=("p", "q"), steps=None, device="auto", seed=0, quiet=False, lr=1e-3,
+def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, quiet=False, lr=1e-3,
           head_steps=None, q_read="name", readout="linear", holdout=0.0):
     """P- and/or Q-probe a pretrained run on P_train people, scored on P_test people (holdout > 0: trained on the rest
     of P_train and scored on that fraction of it, to choose a recipe). Accuracies in %: p_probe[target] is a grid,
@@ -1102,13 +1112,13 @@ def probe(run, data_dir, probes=("p", "q"), steps=None, device="auto", seed=0, q
     steps = cfg.probe_steps if steps is None else steps  # the run's own (its preset's unless overridden)
     about, result = dict(readout=readout, probe_people=len(train), scored_people=len(scored),
                          scored_on="held-out P_train" if holdout else "P_test", steps=steps), {}
-    if "p" in probes:
+    if "p" in kinds:
         grid = fit_probe(model, *p_probe_inputs(data, tok), labels, train, scored, 2, "layer", steps, 50, device, seed,
                          lr=lr, head_steps=head_steps, quiet=quiet, candidates=candidates)
         result["p_probe"] = {t: [grid[t][a] for a in attrs] for t, attrs in PROBE_TARGETS.items()} | {
             "attributes": {t: list(attrs) for t, attrs in PROBE_TARGETS.items()}} | {
             k: grid[k] for k in ("seen", "unseen_share", "baseline")} | about
-    if "q" in probes:
+    if "q" in kinds:
         q = fit_probe(model, *q_probe_inputs(data, tok, q_read), labels, train, scored, 16, "batch", steps, 200,
                       device, seed, lr=lr, head_steps=head_steps, quiet=quiet, candidates=candidates)
         result["q_probe"] = {t: {a: v[0] for a, v in q[t].items()} for t in PROBE_TARGETS} | {
@@ -1215,7 +1225,7 @@ def reproduce_row(setting, method, preset, seed, device, work, quiet=False, trai
     t0 = time.time()
     data_dir, data, run, pretrained, info = pretrained_run(setting, method, preset, seed, device, work, quiet,
                                                            train_overrides, reuse, celebrities)
-    probed = probe(run, data_dir, probes, device=device, seed=seed, quiet=quiet) if probes else {}
+    probed = probe(run, data_dir, kinds=probes, device=device, seed=seed, quiet=quiet) if probes else {}
     model = pretrained
     if method == "qa_finetune":
         model, _ = finetune(resolve_config(preset, "finetune", seed=seed, device=device), run, data_dir, run + "-qa",
@@ -1586,10 +1596,8 @@ def check_options(cfg, stage="train"):
         raise UserError(f"unknown --mode {cfg.mode!r} (bio or mixed)")
     if cfg.packing not in ("stream", "entries"):
         raise UserError(f"unknown --packing {cfg.packing!r} (stream or entries)")
-    if cfg.budget not in ("bio", "all"):
-        raise UserError(f"unknown --budget {cfg.budget!r} (bio or all)")
-    if not 0.0 <= cfg.qa_ratio <= 1.0 or (cfg.mode, cfg.budget, cfg.qa_ratio) == ("mixed", "bio", 1.0):
-        raise UserError(f"--qa-ratio must be in [0, 1] (below 1 for mixed training with --budget bio), got "
+    if not 0.0 <= cfg.qa_ratio <= 1.0 or (cfg.mode == "mixed" and cfg.qa_ratio == 1.0):
+        raise UserError(f"--qa-ratio must be in [0, 1] (below 1 for mixed training), got "
                         f"{cfg.qa_ratio}")
     if cfg.objective not in ("clm", "mlm"):
         raise UserError(f"unknown --objective {cfg.objective!r} (clm or mlm)")
@@ -1911,11 +1919,10 @@ def bench(cfg, vocab_size=None, steps=10, warmup=3):
 # ----------------------------------------------------------------------------------------------------------------------
 # --- command line
 
-CONFIG_HELP = {"passes": "budget in passes: over bioS-single-sized biographies (train), over P_train QA (finetune)",
-               "steps": "optimizer steps (overrides --passes)", "mode": "bio or mixed",
+CONFIG_HELP = {"passes": "train: budget in passes over bioS-single-sized biographies",
+               "epochs": "finetune: budget in passes over the P_train questions",
+               "steps": "optimizer steps (overrides --passes and --epochs)", "mode": "bio or mixed",
                "qa_ratio": "mixed training: probability that a window is QA", "compile": "auto, on or off",
-               "budget": "mixed training: bio (default; --passes are biography passes, the steps scaled by "
-                         "1 / (1 - qa_ratio)) or all (--passes count every window)",
                "packing": "entries (default: whole entries only, padded) or stream (windows cut anywhere)",
                "holdout": "finetune, or mixed training: fraction of P_train people whose QA is held out (to choose "
                           "a recipe without P_test)",
