@@ -3,24 +3,28 @@ PYTHON ?= python3
 TORCH_PIN ?= torch==2.13.0
 PYTEST = $(PYTHON) -m pytest -q -o "markers=slow: a multi-minute test" test_bioknow.py experiments/test_tables.py
 
-.PHONY: install install-dev reproduce reproduce-full test test-fast bench gpu-check
+.PHONY: install install-experiments install-dev reproduce reproduce-full test test-fast bench gpu-check
 
 # torch first: pinned to the CPU build where it lies on disk, else whatever pip finds for this machine.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_PIN) || $(PYTHON) -m pip install -q torch
 	@$(PYTHON) -m pip install -q -r requirements.txt
 
-install-dev: install
+# The experiments' report draws its figures with matplotlib, an optional dependency of experiments/ only.
+install-experiments: install
+	@$(PYTHON) -m pip install -q -r experiments/requirements.txt
+
+install-dev: install-experiments
 	@$(PYTHON) -m pip install -q pytest
 
 # The headline rows -> results/reproduce.json, then results/REPORT.md rendered from it and every table in results/.
-reproduce: install
+reproduce: install-experiments
 	$(PYTHON) bioknow.py reproduce --jobs 2 --out results
 	$(PYTHON) experiments/tables.py report --out results > /dev/null
 
 # The paper's experiments in full (hours on 2 cores: the mixed rows give their biographies the bio rows' passes),
 # each table resumable or rewritten whole, then REPORT.md re-rendered with all of them.
-reproduce-full: install
+reproduce-full: install-experiments
 	$(PYTHON) experiments/tables.py full --jobs 2 --out results
 	$(PYTHON) experiments/tables.py celebrity --jobs 2 --out results
 	$(PYTHON) experiments/tables.py gbert --jobs 2 --out results
@@ -29,7 +33,7 @@ reproduce-full: install
 test: install-dev
 	$(PYTEST)
 
-# Everything but the multi-minute tests: about a minute on 2 cores.
+# Everything but the multi-minute tests: a few minutes on 2 cores.
 test-fast: install-dev
 	$(PYTEST) -m "not slow"
 

@@ -1,6 +1,7 @@
 """Tests for bioknow.py, in the file's order: config, data, tokenizer, model, pretraining and mixed training, QA
 finetuning, evaluation, probing, GBERT, the headline gap at toy scale, bench, plumbing, runs that survive, the command
 line. experiments/test_tables.py tests the tables. `pytest -m "not slow"` skips the multi-minute tests (about a minute in all)."""
+import ast
 import dataclasses
 import json
 import os
@@ -912,14 +913,44 @@ def test_bad_input_one_line_exit_2_writes_nothing(tiny_run, tmp_path, capsys, ca
     assert sorted((p, p.stat().st_mtime_ns) for p in tiny_run.rglob("*")) == before  # nothing else written either
 
 
-def test_readme_tour_gives_every_section_its_lines():
-    """The README's "Read these lines" table points at each `# ---` section of bioknow.py where it now stands."""
-    lines = open(os.path.join(HERE, "bioknow.py")).read().split("\n")
-    starts = [i + 1 for i, line in enumerate(lines) if line.startswith("# --- ")]
-    ends = [s - 2 for s in starts[1:]] + [len(lines) - 1]
-    readme = open(os.path.join(HERE, "README.md")).read()
-    missing = [f"bioknow.py#L{a}-L{b}" for a, b in zip(starts, ends) if f"bioknow.py#L{a}-L{b})" not in readme]
-    assert not missing and readme.count("](bioknow.py#L") == len(starts), missing
+def test_bioknow_py_imports_only_the_standard_library_torch_numpy_and_tqdm():
+    """bioknow.py stands alone: no import of the project's other files, no sys.modules trick, and
+    every line at most 100 characters."""
+    source = open(os.path.join(HERE, "bioknow.py")).read()
+    tree = ast.parse(source)
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            roots.add(node.module.split(".")[0])
+    third_party = roots - set(sys.stdlib_module_names)
+    assert third_party == {"torch", "numpy", "tqdm"}, third_party
+    assert "sys.modules" not in source
+    long_lines = [n for n, line in enumerate(source.split("\n"), 1) if len(line) > 100]
+    assert not long_lines, long_lines
+
+
+def test_bioknow_py_copied_alone_runs_every_step(tmp_path):
+    """Copied alone into an empty folder, generate, train, finetune, eval and probe run on the tiny
+    preset, each a real process started there."""
+    shutil.copy(os.path.join(HERE, "bioknow.py"), tmp_path / "bioknow.py")
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, "bioknow.py", *args, "--quiet"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, PYTHONPATH=""))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    run("generate", "--out", "d", "--preset", "tiny")
+    run("train", "--data", "d", "--out", "r", "--preset", "tiny", "--steps", "20")
+    run("finetune", "--run", "r", "--data", "d", "--out", "q", "--preset", "tiny", "--steps", "5")
+    scores = json.loads(run("eval", "--run", "q", "--data", "d"))
+    probes = json.loads(run("probe", "--run", "r", "--data", "d", "--steps", "2", "--head-steps", "2"))
+    assert set(scores["qa_test"]) == set(bk.ATTRIBUTES) | {"mean"}
+    assert {"p_probe", "q_probe"} <= set(probes)
+    assert sorted(os.listdir(tmp_path)) == ["bioknow.py", "d", "q", "r"]
 
 
 def test_every_subcommand_has_help(capsys):

@@ -1,20 +1,21 @@
 """
-The paper's experiments beside bioknow's method: every table of results/REPORT.md, how it is run, the paper's
-numbers it is compared with, and the checks of what the paper claims. It imports bioknow.py, which holds the method.
+The paper's experiments beside bioknow's method: every table of results/REPORT.md, the paper's
+numbers it is compared with, and the checks of what the paper claims. It imports bioknow.py.
 
-    python experiments/tables.py report        # results/REPORT.md from results/reproduce.json and every table there
-    python experiments/tables.py full          # the 16 bioS settings x QA finetuning / mixed training (Figure 3)
-    python experiments/tables.py celebrity     # celebrity helps minority (Result 6)
-    python experiments/tables.py gbert         # the bidirectional model (Result 7)
-    python experiments/tables.py gbert-budget  # the passes GBERT needs before it has memorised its biographies
-    python experiments/tables.py finetune-grid # LoRA ranks and full finetuning on bioS single (Figure 2)
-    python experiments/tables.py qa-ratio      # mixed training at QAr 0.1 ... 0.8 (Figure 10)
-    python experiments/tables.py headline-choice # the headline's mixed row, chosen on held-out P_train people
-    python experiments/tables.py mixed-sweep   # mixed training at larger budgets, people and widths
-    python experiments/tables.py probe-scale   # P- and Q-probes against width, depth and passes, and on mixed models
+    python experiments/tables.py report         # results/REPORT.md and its pictures
+    python experiments/tables.py full           # 16 bioS settings x QA / mixed (Figure 3)
+    python experiments/tables.py celebrity      # celebrity helps minority (Result 6)
+    python experiments/tables.py gbert          # the bidirectional model (Result 7)
+    python experiments/tables.py gbert-budget   # the passes GBERT needs to memorise
+    python experiments/tables.py finetune-grid  # LoRA ranks and full finetuning (Figure 2)
+    python experiments/tables.py qa-ratio       # mixed training at QAr 0.1 ... 0.8 (Figure 10)
+    python experiments/tables.py scale          # mixed training against people, passes, size
+    python experiments/tables.py probe-scale    # P- and Q-probes against scale (Results 4-5)
 
-Each writes one JSONL file in --out (results/ by default), a line a run with its configuration, seed, hardware,
-minutes and commit; `report` renders them all.
+A table is data: its rows, each a set of overrides, and the fields that mark a row finished. One
+loop runs any table's rows side by side and appends a JSON line a row to OUT/FILE as it finishes,
+so a killed table continues where it stopped. Tables that chose today's recipes and are not rerun
+are rendered once in results/archive.md.
 """
 import argparse
 import dataclasses
@@ -29,16 +30,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import bioknow as bk  # noqa: E402
-from bioknow import git_commit, read_json, read_jsonl, rewrite_jsonl, write_text  # noqa: E402
-
-RULER = "# " + "-" * 118
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# --- the paper's numbers: P_test accuracy, %
+# --------------------------------------------------------------------------------------------------
+# --- the paper's numbers: accuracy on P_test in %, unless a line says otherwise
 
-# Per setting: QA finetuning after bio pretraining (Figure 3), and mixed training (Figure 3; per attribute for
-# single only, Figure 1); each the mean, then the six attributes.
+# Figure 3: per setting, QA finetuning after bio pretraining and mixed training, each the mean then
+# the six attributes (mixed training per attribute for single only, Figure 1).
 PAPER_TABLE = {
     "single": ([9.7, 33.5, 6.3, 2.3, 4.0, 1.1, 13.8], [86.6, 96.1, 97.4, 90.1, 94.8, 88.8, 53.4]),
     "single+fullname": ([48.9, 56.2, 58.8, 63.0, 55.7, 50.5, 14.1], [85.9]),
@@ -57,19 +55,20 @@ PAPER_TABLE = {
     "multi5+permute": ([96.6, 100, 99.0, 91.3, 97.7, 95.1, 98.7], [95.5]),
     "multi5+permute+fullname": ([96.2, 100, 98.7, 90.6, 97.9, 93.7, 99.0], [95.7]),
 }
-PAPER_QA = {(s, m): PAPER_TABLE[s][k] for s, m, k in (("single", "qa_finetune", 0), ("single", "mixed", 1),
-                                                        ("multi5+permute+fullname", "qa_finetune", 0))}
+METHOD_COLUMN = {"qa_finetune": 0, "mixed": 1}
+AUGMENTED = "multi5+permute+fullname"  # the headline's augmented setting
 
-# P-probing (Figure 5), first token, by read position (bioS single: up to the attribute's own position, the
-# fixed order; multi5+permute, the paper's augmented P-probe row, set beside our multi5+permute+fullname).
+# Figure 5, P-probing, first token, by read position: bioS single up to the attribute's own position
+# (the fixed order); the paper's augmented row is multi5+permute, set beside our AUGMENTED.
 PAPER_P_PROBE = {
     "single": {"birth_date": [100], "birth_city": [5.9, 100], "university": [38.0, 37.1, 99.2],
                "major": [4.7, 4.6, 5.4, 99.9], "company": [1.5, 1.2, 1.3, 2.4, 99.5],
                "company_city": [15.4, 15.4, 14.9, 13.0, 69.1, 100]},
-    "multi5+permute+fullname": dict({a: [100] * 6 for a in bk.ATTRIBUTES}, company=[99.9, 99.9, 99.9, 100, 100, 100],
-                                    company_city=[99.8, 99.8, 99.9, 100, 100, 100]),
+    AUGMENTED: dict({a: [100] * 6 for a in bk.ATTRIBUTES},
+                    company=[99.9, 99.9, 99.9, 100, 100, 100],
+                    company_city=[99.8, 99.8, 99.9, 100, 100, 100]),
 }
-# Q-probing (Figure 7): first token (6 attributes) then whole value (5 attributes).
+# Figure 7, Q-probing: first token (six attributes), then whole value (five attributes).
 PAPER_Q_PROBE = {
     "majority": [8.3, 2.5, 37.0, 4.0, 1.5, 14.8, 0.5, 0.3, 1.0, 0.4, 13.7],
     "single": [63.4, 1.9, 37.5, 3.1, 0.2, 13.1, 1.1, 0.3, 1.4, 0.1, 11.6],
@@ -79,12 +78,797 @@ PAPER_Q_PROBE = {
     "multi5+permute": [100, 100, 99.9, 100, 99.9, 99.8, 96.1, 72.6, 94.9, 99.6, 99.7],
     "multi5+permute+fullname": [100, 100, 99.8, 100, 100, 99.8, 95.4, 68.1, 92.0, 99.9, 99.8],
 }
+# Figure 17: the minority's P_test alone, and beside celebrities.
+PAPER_CELEBRITY = {"single+permute1": (4.4, 86.8), "single": (9.7, 63.2)}
+# Figure 9: GBERT's P_test (best 39.7 QA, 43.6 mixed); it learns only these two attributes.
+PAPER_GBERT = {("single", "qa_finetune"): 3.7, ("single", "mixed"): 30.1}
+PAPER_GBERT_LEARNED = ("birth_date", "major")
+# Figure 2(a), 124M: (lora_qv, lora_emb) -> (P_train first token, P_test exact); (0, 0) is full.
+PAPER_FINETUNE = {(0, 0): (98.9, 7.5), (8, 0): (21.0, 7.8), (16, 0): (22.7, 7.9),
+                  (8, 128): (25.0, 9.4), (16, 128): (27.3, 9.7)}
+PAPER_QA_RATIO = {0.1: 24.5, 0.2: 53.6, 0.4: 77.5, 0.6: 87.1, 0.8: 85.7}  # Figure 10
 
-# ----------------------------------------------------------------------------------------------------------------------
-# --- shared helpers
+
+def paper_qa(setting, method):
+    """The paper's P_test mean for a setting and method (Figure 3)."""
+    return PAPER_TABLE[setting][METHOD_COLUMN[method]][0]
+
+
+def paper_q_probe(setting):
+    """The paper's Q-probe whole-value mean of a setting (Figure 7), None where it has none."""
+    return float(np.mean(PAPER_Q_PROBE[setting][6:])) if setting in PAPER_Q_PROBE else None
+
+
+# --------------------------------------------------------------------------------------------------
+# --- a table: its rows, the line each writes, and one resumable loop that runs them
+
+@dataclasses.dataclass
+class Row:
+    task: dict    # bk.reproduce_row's options: setting, method, any of seed, work, train_overrides
+    fields: dict  # what the line records beside the result; with the key, what marks it finished
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    file: str                # OUT/FILE: a JSON line a finished row
+    rows: object             # (preset, seed, out, device) -> [Row], in the file's order
+    key: tuple               # the fields that, with preset and seed, name a row
+    preset: str = bk.DEFAULT_PRESET
+    work: str = None         # OUT/work/WORK, for rows that do not name their own
+    line: object = None      # (row, result, preset, seed, device) -> line; table_line by default
+    run: object = None       # (table, rows, ...) -> (row, line)s as rows finish; side by side
+
+
+def plain(value):
+    """Numbers as JSON writes them, so 60 and 60.0 name the same row."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def mark(table, record):
+    """What names a row of TABLE (preset, seed, key fields), from a line or a row not yet run."""
+    fields = ("preset", "seed") + table.key
+    return json.dumps([plain(record.get(k)) for k in fields], sort_keys=True)
+
+
+def place(table, record):
+    """Where a line sits in TABLE's file: the order of the table's rows, then the seed."""
+    return json.dumps([plain(record.get(k)) for k in table.key], sort_keys=True)
+
+
+def jsonl_lines(path):
+    """The lines of a table's JSONL file, none when it is not there yet."""
+    return bk.read_jsonl(path) if os.path.isfile(path) else []
+
+
+def table_line(result, preset, seed, **fields):
+    """A table's JSON line: the row's numbers and what produced them (preset, seed, N, commit)."""
+    return dict(result, **fields, preset=preset, seed=seed, people=bk.resolve_config(preset).people,
+                bioknow=bk.VERSION, commit=bk.git_commit())
+
+
+def default_line(row, result, preset, seed, device):
+    return table_line(result, preset, seed, **row.fields)
+
+
+def side_by_side(table, rows, preset, seed, out, device, quiet, jobs):
+    """Each row through bk.reproduce_row, JOBS at once, yielding (row, line) as rows finish."""
+    work = os.path.join(out, "work", table.work) if table.work else None
+    by_task = {id(r.task): r for r in rows}
+    tasks = [r.task for r in rows]
+    for task, result in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, table.file):
+        row = by_task[id(task)]
+        yield row, (table.line or default_line)(row, result, preset, task.get("seed", seed), device)
+
+
+def run_table(table, preset, seed, out, device, quiet=False, jobs=1):
+    """Run TABLE's rows not yet in OUT/FILE, writing a line a row as it finishes, the file in the
+    table's order. Lines already there (of any row or preset) are kept: a killed run continues."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, table.file)
+    rows = table.rows(preset, seed, out, device)
+    named = [{"preset": preset, "seed": seed} | r.task | r.fields for r in rows]
+    done = {mark(table, line) for line in jsonl_lines(path)}
+    pending = [r for r, n in zip(rows, named) if mark(table, n) not in done]
+    if len(pending) < len(rows):
+        print(f"keeping the {len(rows) - len(pending)} finished rows of {path}", flush=True)
+    if not pending:
+        return
+    order = {p: i for i, p in enumerate(dict.fromkeys(place(table, n) for n in named))}
+    run = table.run or side_by_side
+    for row, line in run(table, pending, preset, seed, out, device, quiet, jobs):
+        lines = jsonl_lines(path) + [line]  # read again: two commands may fill one file
+        lines.sort(key=lambda r: (order.get(place(table, r), len(order)), r.get("seed", 0)))
+        bk.rewrite_jsonl(path, lines)
+        what = json.dumps(row.fields or row.task.get("train_overrides") or {})
+        print(f"{table.file}: {row.task.get('setting', '')} {row.task.get('method', '')} {what}: "
+              f"P_test {line['qa_test']['mean']:.1f} ({line['minutes']:.1f} min)", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# --- the tables that are rerun
+
+# `full` (Figure 3): all 16 bioS settings, each with QA finetuning after bio pretraining and with
+# mixed training, every pretrained model Q-probed (Result 5). The `table` preset (the cpu preset at
+# N = 500) keeps the 32 runs within 90 minutes on 2 cores.
+FULL_SETTINGS = tuple(PAPER_TABLE)
+FULL_METHODS = ("qa_finetune", "mixed")
+
+
+def full_rows(preset, seed, out, device):
+    return [Row(dict(setting=s, method=m, probes=("q",)), {})
+            for s in FULL_SETTINGS for m in FULL_METHODS]
+
+
+# `celebrity` (Result 6, Figure 17): N people with one biography each, alone (P_train half of them)
+# or beside N celebrities with multi5+permute biographies (P_train: the celebrities, P_test: all N).
+# Each minority entry gets the preset's passes either way. Alone rows reuse the full table's models.
+CELEBRITY_ROWS = (("single+permute1", False), ("single+permute1", True), ("single", False),
+                  ("single", True))
+
+
+def celebrity_passes(preset, setting, celebrities):
+    """Passes over one-entry-a-person data that give each minority entry the preset's passes."""
+    cfg, minority = bk.resolve_config(preset), bk.entries_per_person(bk.parse_aug(setting))
+    celebrity_entries = bk.entries_per_person(bk.parse_aug("multi5+permute"))
+    entries = cfg.people * minority + celebrities * celebrity_entries
+    return cfg.passes * entries / ((cfg.people + celebrities) * minority)
+
+
+def celebrity_rows(preset, seed, out, device):
+    rows = []
+    for setting, with_celebrities in CELEBRITY_ROWS:
+        celebrities = bk.resolve_config(preset).people if with_celebrities else 0
+        passes = celebrity_passes(preset, setting, celebrities)
+        task = dict(setting=setting, method="qa_finetune", reuse=True, celebrities=celebrities,
+                    train_overrides=dict(passes=passes))
+        aug = "multi5+permute" if celebrities else None
+        rows.append(Row(task, dict(celebrities=celebrities, passes=passes, celebrity_aug=aug)))
+    return rows
+
+
+# `gbert` (Result 7, Figure 9): the same transformer with full attention, pretrained by filling in
+# masked words, for twice the GPT's passes (Appendix H). `gbert-budget`: the passes it needs before
+# its biographies are memorised, longest first.
+GBERT_ROWS = tuple((s, m) for s in ("single", "multi5+permute", AUGMENTED) for m in FULL_METHODS)
+GBERT_BUDGET = (("single", 960), ("multi5+permute", 960), ("single", 480), ("single", 120))
+
+
+def gbert_rows(preset, seed, out, device):
+    overrides = dict(objective="mlm", passes=2 * bk.resolve_config(preset).passes)
+    return [Row(dict(setting=s, method=m, train_overrides=overrides), overrides)
+            for s, m in GBERT_ROWS]
+
+
+def gbert_budget_rows(preset, seed, out, device):
+    rows = []
+    for setting, passes in GBERT_BUDGET:
+        work = os.path.join(out, "work", "gbert-budget", f"{setting}-passes{passes}-seed{seed}")
+        overrides = dict(objective="mlm", passes=passes)
+        rows.append(Row(dict(setting=setting, method="qa_finetune", train_overrides=overrides,
+                             work=work), overrides))
+    return rows
+
+
+# `finetune-grid` (Figure 2): bioS single pretrained once (reproduce's model when it is there), then
+# QA-finetuned by each recipe. The last two give full finetuning more epochs: does P_test stay low
+# once P_train is fitted?
+FINETUNE_GRID = [dict(), dict(lora_qv=8), dict(lora_qv=16), dict(lora_qv=8, lora_emb=128),
+                 dict(lora_qv=16, lora_emb=128), dict(epochs=30), dict(epochs=100)]
+
+
+def recipe_name(overrides):
+    if not overrides.get("lora_qv") and not overrides.get("lora_emb"):
+        return "full finetuning"
+    embedding = f" + embedding rank {overrides['lora_emb']}" if overrides.get("lora_emb") else ""
+    return f"LoRA q/v rank {overrides.get('lora_qv', 0)}{embedding}"
+
+
+def finetune_grid_rows(preset, seed, out, device):
+    """A row a recipe; lines keep the key `passes` for the epochs (the committed lines have it)."""
+    return [Row(o, dict(recipe=recipe_name(o),
+                        passes=bk.resolve_config(preset, "finetune", **o).epochs))
+            for o in FINETUNE_GRID]
+
+
+def finetune_grid_run(table, rows, preset, seed, out, device, quiet, jobs):
+    """One pretrained model, finetuned by each row's recipe in turn."""
+    work = os.path.join(out, "work")
+    data_dir, data, run, _, _ = bk.pretrained_run("single", "qa_finetune", preset, seed, device,
+                                                  work, quiet, reuse=True)
+    dev, tok = bk.pick_device(device), bk.Tokenizer(data["vocab"])
+    split = {s: [r for r in data["qa"] if r["split"] == s] for s in ("train", "test")}
+    for row in tqdm(rows, desc="finetune grid", disable=quiet):
+        t0 = time.time()
+        cfg = bk.resolve_config(preset, "finetune", seed=seed, device=device, **row.task)
+        model, info = bk.finetune(cfg, run, data_dir, os.path.join(work, "single-grid"),
+                                  force=True, quiet=True)
+        qa_train, qa_train_first_token = bk.qa_accuracies(model, tok, split["train"], dev)
+        result = dict(recipe=row.fields["recipe"], lora_qv=cfg.lora_qv, lora_emb=cfg.lora_emb,
+                      lr=cfg.lr, passes=cfg.epochs, epochs=cfg.epochs, steps=info["steps"],
+                      qa_train_first_token=qa_train_first_token, qa_train=qa_train,
+                      qa_test=bk.qa_accuracies(model, tok, split["test"], dev)[0],
+                      minutes=round((time.time() - t0) / 60, 2), hardware=bk.hardware_name(dev))
+        yield row, table_line(result, preset, seed)
+
+
+# `qa-ratio` (Figure 10): mixed training on bioS single at each QA ratio, the biographies getting
+# the preset's passes at every ratio, so a higher ratio also shows the QA more often. The last
+# points give QAr 0.4 and 0.6 the passes at which their QA is seen as often as at 0.8 (360 x 0.4 /
+# 0.6 = 60 x 0.8 / 0.2), to tell the share from the repetition.
+QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)] + [
+    dict(qa_ratio=0.4, passes=360), dict(qa_ratio=0.6, passes=160)]
+SWEEP_FIELDS = ("people", "n_layer", "n_head", "n_embd", "passes", "lr", "batch_size", "block_size",
+                "weight_decay", "qa_ratio", "rotary_frac")
+
+
+def pretraining_config(preset, method, seed, device, overrides):
+    """The configuration bk.pretrained_run trains for METHOD: a line records the run as trained."""
+    return bk.resolve_config(preset, "train", seed=seed, device=device,
+                             mode="bio" if method == "qa_finetune" else "mixed", **overrides)
+
+
+def qa_ratio_rows(preset, seed, out, device):
+    rows = []
+    for i, overrides in enumerate(QA_RATIO_SWEEP):
+        cfg = pretraining_config(preset, "mixed", seed, device, overrides)
+        rows.append(Row(dict(setting="single", method="mixed", train_overrides=overrides,
+                             work=os.path.join(out, "work", f"sweep-{i}")),
+                        dict(qa_ratio=cfg.qa_ratio, passes=cfg.passes)))
+    return rows
+
+
+def sweep_line(row, result, preset, seed, device):
+    """A mixed run's line: its shape, memorisation and QA, its configuration (budget: biography
+    passes, the only budget since the every-window sweep was archived)."""
+    cfg = pretraining_config(preset, "mixed", seed, device, row.task["train_overrides"])
+    shape = {k: getattr(cfg, k) for k in SWEEP_FIELDS} | dict(budget="bio", packing=cfg.packing)
+    numbers = ("bio_memorization", "memorization_p_train", "memorization_p_test", "qa_train",
+               "qa_test", "minutes", "hardware", "qa_holdout")
+    measured = {k: result[k] for k in numbers if k in result}
+    return dict(shape, steps=result["pretrain_steps"], **measured, seed=seed, preset=preset,
+                config=dataclasses.asdict(cfg), bioknow=bk.VERSION, commit=bk.git_commit(),
+                **row.fields)
+
+
+# `scale`: where mixed training on bioS single starts to work. Each point a set of overrides of the
+# cpu preset, seeds 0 and 1, 60 biography passes unless the point says, QAr 0.8; `where`: the
+# machine it is sized for (gpu: 12 side by side on one card; cpu: 20-90 minutes a seed, one thread).
+SCALE_POINTS = [dict(people=n, packing=p, **kw, where=w) for n, p, kw, w in [
+    (500, "stream", {}, "gpu"), (1000, "stream", {}, "gpu"), (1000, "entries", {}, "gpu"),
+    (500, "stream", dict(n_layer=4), "gpu"), (500, "stream", dict(n_embd=256), "gpu"),
+    (500, "entries", {}, "gpu"), (500, "stream", dict(block_size=512, batch_size=2), "gpu"),
+    (500, "stream", dict(n_layer=4, n_embd=256), "gpu"), (500, "stream", dict(n_layer=8), "gpu"),
+    (1000, "stream", dict(n_layer=4), "gpu"), (1000, "stream", dict(n_embd=256), "gpu"),
+    (1000, "entries", dict(n_layer=4), "gpu"),
+    (2000, "entries", dict(n_embd=256), "gpu"), (8000, "entries", {}, "gpu"),
+    (1000, "entries", dict(n_embd=256), "cpu"), (2000, "entries", {}, "cpu"),
+    (4000, "entries", {}, "cpu"), (1000, "entries", {}, "cpu"),
+    (1000, "entries", dict(passes=120), "cpu"), (500, "entries", dict(passes=120), "cpu"),
+    (1000, "entries", dict(weight_decay=0.5), "cpu"), (500, "entries", {}, "cpu"),
+    (500, "entries", dict(n_layer=4), "cpu"), (500, "entries", dict(n_layer=6), "cpu"),
+    (500, "entries", dict(n_layer=8), "cpu"), (500, "entries", dict(n_embd=256), "cpu"),
+    (500, "entries", dict(n_embd=192), "cpu"), (500, "entries", dict(n_embd=64), "cpu")]]
+SCALE_SEEDS = (0, 1)
+
+
+def scale_rows(preset, seed, out, device):
+    """The points sized for this device (gpu for CUDA, cpu otherwise), on SCALE_SEEDS (not seed)."""
+    where = "gpu" if bk.device_type(bk.pick_device(device)) == "cuda" else "cpu"
+    rows = []
+    for point in SCALE_POINTS:
+        overrides = {k: v for k, v in point.items() if k != "where"}
+        name = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+        rows += [Row(dict(setting="single", method="mixed", train_overrides=overrides, seed=s,
+                          work=os.path.join(out, "work", "scale", f"{name}-seed{s}")),
+                     dict(overrides=overrides, where=where))
+                 for s in SCALE_SEEDS if point["where"] == where]
+    return rows
+
+
+# `probe-scale` (Results 4-5 against scale): P- and Q-probes, with both read-outs, on the augmented
+# model at two widths, depths and budgets, and on single after bio pretraining and mixed training
+# (at QA ratios whose P_test spans 11-59%, more people, 4 layers): does the Q-probe grow with
+# scale, and does it track QA?
+PROBE_SCALE = [(AUGMENTED, "qa_finetune", {}, (0, 1)),
+               (AUGMENTED, "qa_finetune", dict(n_embd=256), (0, 1)),
+               ("single", "qa_finetune", {}, (0, 1)), ("single", "mixed", {}, (0, 1))] + [
+    ("single", "mixed", dict(qa_ratio=q), (0,)) for q in (0.1, 0.2, 0.4, 0.6)] + [
+    (AUGMENTED, "qa_finetune", dict(n_layer=4), (0, 1)),
+    (AUGMENTED, "qa_finetune", dict(passes=300), (0, 1)),
+    (AUGMENTED, "qa_finetune", dict(people=2000), (0, 1))] + [
+    ("single", "mixed", dict(people=n), (0, 1)) for n in (2000, 4000)] + [
+    ("single", "mixed", dict(n_layer=4), (0, 1)), ("single", "mixed", dict(n_embd=256), (0, 1))]
+PROBE_SCALE_READOUTS = ("linear", "candidates")
+
+
+def probe_scale_work(out, setting, method, overrides, seed):
+    parts = [setting, method] + [f"{k}{v}" for k, v in sorted(overrides.items())] + [f"seed{seed}"]
+    return os.path.join(out, "work", "probe-scale", "-".join(parts))
+
+
+def probe_scale_rows(preset, seed, out, device):
+    """Each model of PROBE_SCALE on its seeds; a finished pretraining in its directory is reused."""
+    rows = []
+    for setting, method, overrides, seeds in PROBE_SCALE:
+        for s in seeds:
+            work = probe_scale_work(out, setting, method, overrides, s)
+            reused = os.path.isfile(os.path.join(work, f"{setting}-{method}", "model.pt"))
+            rows.append(Row(dict(setting=setting, method=method, train_overrides=overrides, seed=s,
+                                 work=work, reuse=True),
+                            dict(overrides=overrides, pretraining_reused=reused)))
+    return rows
+
+
+def probe_scale_line(row, result, preset, seed, device):
+    """The pretrained model probed with each read-out, once its row has run."""
+    t0, task = time.time(), row.task
+    run = os.path.join(task["work"], f"{task['setting']}-{task['method']}")
+    data_dir = os.path.join(task["work"], f"data-{task['setting']}")
+    probes = {r: bk.probe(run, data_dir, kinds=("p", "q"), device=device, seed=seed, quiet=True,
+                          readout=r) for r in PROBE_SCALE_READOUTS}
+    cfg = pretraining_config(preset, task["method"], seed, device, task["train_overrides"])
+    numbers = ("memorization_p_train", "memorization_p_test", "qa_train", "qa_test",
+               "pretrain_steps")
+    return dict(setting=task["setting"], method=task["method"], overrides=task["train_overrides"],
+                seed=seed, n_layer=cfg.n_layer, n_embd=cfg.n_embd, qa_ratio=cfg.qa_ratio,
+                **{k: result[k] for k in numbers}, probes=probes,
+                pretraining_reused=row.fields["pretraining_reused"],
+                minutes=round(result["minutes"] + (time.time() - t0) / 60, 2), preset=preset,
+                config=dataclasses.asdict(cfg), hardware=result["hardware"], bioknow=bk.VERSION,
+                commit=bk.git_commit())
+
+
+TABLES = {
+    "full": Table("full_table.jsonl", full_rows, key=("setting", "method"), preset="table",
+                  work="full"),
+    "celebrity": Table("celebrity.jsonl", celebrity_rows, key=("setting", "celebrities"),
+                       preset="table", work="full"),
+    "gbert": Table("gbert.jsonl", gbert_rows, key=("setting", "method"), preset="table",
+                   work="gbert"),
+    "gbert-budget": Table("gbert_budget.jsonl", gbert_budget_rows, key=("setting", "passes"),
+                          preset="table"),
+    "finetune-grid": Table("finetune_grid.jsonl", finetune_grid_rows, key=("recipe", "passes"),
+                           run=finetune_grid_run),
+    "qa-ratio": Table("qa_ratio.jsonl", qa_ratio_rows, key=("qa_ratio", "passes"),
+                      line=sweep_line),
+    "scale": Table("mixed_scale.jsonl", scale_rows, key=("overrides", "where"), line=sweep_line),
+    "probe-scale": Table("probe_scale.jsonl", probe_scale_rows,
+                         key=("setting", "method", "overrides"), line=probe_scale_line),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# --- checks: a claim's words beside the predicate that decides it
+
+def claim(words):
+    """Attach a claim's words to the predicate that tests it, so the two cannot drift apart."""
+    def attach(predicate):
+        predicate.claim = words
+        return predicate
+    return attach
+
+
+def checked(checks, *data):
+    """[(claim, measured, holds)] of each check that applies to DATA (else it returns None)."""
+    return [(c.claim, *found) for c in checks if (found := c(*data)) is not None]
+
+
+# The headline (`python bioknow.py reproduce`): memorised yet not extractable; augmentation and
+# mixed training fix it. Each predicate takes the row.
+
+@claim("bio memorisation >= 95% on every attribute, P_test mean <= 20%")
+def memorised_not_extracted(row):
+    return row["bio_memorization_min"] >= 95 and row["qa_test"]["mean"] <= 20
+
+
+@claim("P_test mean >= 70%")
+def augmentation_extracts(row):
+    return row["qa_test"]["mean"] >= 70
+
+
+@claim("P_test mean >= 60%, its P_test biographies >= 95% memorised")
+def mixing_extracts(row):
+    return row["qa_test"]["mean"] >= 60 and is_memorised(row)
+
+
+HEADLINE_CHECKS = {("single", "qa_finetune"): memorised_not_extracted,
+                   (AUGMENTED, "qa_finetune"): augmentation_extracts,
+                   ("single", "mixed"): mixing_extracts}
+
+
+# The probes on the headline's models (Results 4-5): each predicate takes {(setting, method): row}
+# and gives (what was measured, holds), or None where the rows are not there.
+
+@claim("single: company P-probe (first token) within 10 points of its baseline at positions 0-3 "
+       "and >= 80% at position 4")
+def company_found_at_its_position(by):
+    single = by.get(("single", "qa_finetune"), {}).get("p_probe")
+    if not single:
+        return None
+    company = single["first_token"][bk.ATTRIBUTES.index("company")]
+    base = single["baseline"]["first_token"]["company"]
+    measured = f"{', '.join(map(fmt, company[:4]))} (base {fmt(base)}); {fmt(company[4])}"
+    return measured, all(v <= base + 10 for v in company[:4]) and company[4] >= 80
+
+
+@claim(f"{AUGMENTED}: P-probe (first token) >= 80% at position 0 for company and birth month")
+def augmented_stored_at_the_name(by):
+    augmented = by.get((AUGMENTED, "qa_finetune"), {}).get("p_probe")
+    if not augmented:
+        return None
+    grid = augmented["first_token"]
+    at_name = [grid[bk.ATTRIBUTES.index(a)][0] for a in ("company", "birth_date")]
+    return ", ".join(map(fmt, at_name)), min(at_name) >= 80
+
+
+@claim(f"Q-probe whole-value mean of {AUGMENTED} within 15 points of its QA P_test")
+def q_probe_reads_what_qa_extracts(by):
+    augmented = by.get((AUGMENTED, "qa_finetune"))
+    if not augmented or "q_probe" not in augmented:
+        return None
+    q, qa = whole_means(augmented)
+    return f"{fmt(q)} against {fmt(qa)}", bool(q >= qa - 15)
+
+
+@claim(f"Q-probe whole-value mean: {AUGMENTED} at least 40 points above single")
+def q_probe_sees_augmentation(by):
+    rows = [by.get((s, "qa_finetune")) for s in (AUGMENTED, "single")]
+    if not all(r and "q_probe" in r for r in rows):
+        return None
+    q_aug, q_single = (whole_means(r)[0] for r in rows)
+    return f"{fmt(q_aug)} against {fmt(q_single)}", bool(q_aug >= q_single + 40)
+
+
+@claim("Q-probe tracks QA: correlation across rows >= 0.9, the Q-probe spanning the range (its "
+       "highest >= 50%)")
+def q_probe_tracks_qa(by):
+    probed = [whole_means(r) for r in by.values() if "q_probe" in r]
+    corr = pearson(*zip(*probed)) if probed else None
+    if corr is None:
+        return None
+    top = max(q for q, _ in probed)
+    return f"{corr}, highest {fmt(top)}", corr >= 0.9 and top >= 50
+
+
+PROBE_CHECKS = (company_found_at_its_position, augmented_stored_at_the_name,
+                q_probe_reads_what_qa_extracts, q_probe_sees_augmentation, q_probe_tracks_qa)
+
+
+def probe_checks(rows):
+    return checked(PROBE_CHECKS, {(r["setting"], r["method"]): r for r in rows})
+
+
+# The orderings the paper reports across the 16 settings (Figure 3): each predicate takes
+# {setting: P_test mean} of QA finetuning and of mixed training, over the settings there.
+
+def pairs_hold(qa, lower_higher, margin=0.0, need=None):
+    """Whether the higher setting of each pair there beats the lower by MARGIN, in NEED pairs."""
+    there = [(lo, hi) for lo, hi in lower_higher if lo in qa and hi in qa]
+    if not there:
+        return None
+    held = [(lo, hi) for lo, hi in there if qa[hi] > qa[lo] + margin]
+    detail = ", ".join(f"{lo} {qa[lo]:.1f} -> {hi} {qa[hi]:.1f}" for lo, hi in there)
+    need = min(need or len(there), len(there))
+    return f"{len(held)} of {len(there)}: {detail}", len(held) >= need
+
+
+@claim("single+permute1 below single (QA)")
+def permute1_below_single(qa, mixed):
+    return pairs_hold(qa, [("single+permute1", "single")])
+
+
+@claim("multi5 well below multi5+permute (QA, by over 10 points)")
+def multi5_needs_permutation(qa, mixed):
+    return pairs_hold(qa, [("multi5", "multi5+permute")], margin=10)
+
+
+@claim("fullname helps (QA, 7 of the 8 pairs at least)")
+def fullname_helps(qa, mixed):
+    pairs = [(s, s + "+fullname") for s in FULL_SETTINGS if "fullname" not in s]
+    return pairs_hold(qa, pairs, need=7)
+
+
+@claim("permutation helps (QA, every pair)")
+def permutation_helps(qa, mixed):
+    fullname = ("", "+fullname")
+    pairs = [(f"multi{m}{f}", f"multi{m}+permute{f}") for m in (2, 5) for f in fullname]
+    pairs += [(f"single+permute{a}{f}", f"single+permute{b}{f}")
+              for a, b in ((1, 2), (2, 5)) for f in fullname]
+    return pairs_hold(qa, pairs)
+
+
+@claim("mixed training high across all rows (>= 60 on every setting)")
+def mixing_works_everywhere(qa, mixed):
+    if not mixed:
+        return None
+    lowest = min(mixed, key=mixed.get)
+    return f"lowest {mixed[lowest]:.1f} ({lowest})", mixed[lowest] >= 60
+
+
+QA_ORDERINGS = (permute1_below_single, multi5_needs_permutation, fullname_helps, permutation_helps)
+ORDERING_CHECKS = QA_ORDERINGS + (mixing_works_everywhere,)
+
+
+def setting_means(lines):
+    """{method: {setting: P_test mean}} of the full table's lines."""
+    return {m: {r["setting"]: r["qa_test"]["mean"] for r in lines if r["method"] == m}
+            for m in FULL_METHODS}
+
+
+@claim("celebrities lift the minority's P_test by 20+ points, for each setting and seed")
+def celebrities_lift(rows):
+    lifts = celebrity_lifts(rows)
+    if not lifts:
+        return None
+    detail = "; ".join(f"{s} {' / '.join(f'{v:+.1f}' for v in ours.values())} on seed"
+                       f"{'s' * (len(ours) > 1)} {' / '.join(map(str, ours))} (paper {paper:+.1f})"
+                       for s, ours, paper in lifts)
+    return detail, all(v >= 20 for _, ours, _ in lifts for v in ours.values())
+
+
+@claim("GBERT's two best attributes are birth date and major")
+def gbert_learns_what_the_paper_says(rows):
+    if not rows:
+        return None
+    by_attr = {a: float(np.mean([r["qa_test"][a] for r in rows])) for a in bk.ATTRIBUTES}
+    best = sorted(bk.ATTRIBUTES, key=by_attr.get, reverse=True)[:2]
+    measured = ", ".join(f"{a} {by_attr[a]:.1f}" for a in bk.ATTRIBUTES)
+    return measured, set(best) == set(PAPER_GBERT_LEARNED)
+
+
+# --------------------------------------------------------------------------------------------------
+# --- the verdict: a row per result of the paper, decided by the rule beside it
+
+@dataclasses.dataclass
+class Results:
+    """The results files of OUT, read once: the headline on each seed and each table's lines."""
+    headline: list
+    tables: dict
+
+    def lines(self, name):
+        return self.tables.get(name, [])
+
+
+def load_results(out):
+    path = os.path.join(out, "reproduce.json")
+    if not os.path.isfile(path):
+        raise bk.UserError(f"no {path} (run `python bioknow.py reproduce --out {out}` first)")
+    seeds = sorted(glob.glob(os.path.join(out, "seed*", "reproduce.json")))
+    tables = {t.file: all_seeds(os.path.join(out, t.file)) for t in TABLES.values()}
+    if os.path.isfile(os.path.join(out, "gpu_session.json")):
+        tables["gpu_session.json"] = bk.read_json(os.path.join(out, "gpu_session.json"))
+    return Results([bk.read_json(p) for p in [path] + seeds], tables)
+
+
+def all_seeds(path):
+    """A table's lines, then those of other seeds (OUT/seed*/TABLE.jsonl)."""
+    others = sorted(glob.glob(os.path.join(os.path.dirname(path), "seed*", os.path.basename(path))))
+    return jsonl_lines(path) + [r for other in others for r in bk.read_jsonl(other)]
+
+
+def headline_rows(results, key):
+    """The headline row KEY (setting, method) of each seed."""
+    return [next(r for r in res["rows"] if (r["setting"], r["method"]) == key)
+            for res in results.headline]
+
+
+def p_test(rows):
+    return [r["qa_test"]["mean"] for r in rows]
+
+
+def seeds_text(values):
+    return ", ".join(fmt(v) for v in values)
+
+
+def verdict(reproduces, partly):
+    return "reproduces" if reproduces else "partly" if partly else "not at this scale"
+
+
+def on_every_seed(results, checks):
+    """Whether each check holds on every seed's headline; None where one does not apply."""
+    found = [[check({(r["setting"], r["method"]): r for r in res["rows"]})
+              for res in results.headline] for check in checks]
+    return None if None in sum(found, []) else [all(ok for _, ok in seeds) for seeds in found]
+
+
+@claim("reproduces: every seed within 10 points of the paper; partly: every seed 30+ points above "
+       "QA finetuning on single")
+def result_1(results):
+    mixed, qa = (p_test(headline_rows(results, ("single", m))) for m in ("mixed", "qa_finetune"))
+    paper, settings = paper_qa("single", "mixed"), [paper_qa(s, "mixed") for s in FULL_SETTINGS]
+    ours = seeds_text(mixed)
+    full = setting_means(results.lines("full_table.jsonl"))["mixed"]
+    if full:
+        ours += f"; the 16 settings {min(full.values()):.1f}-{max(full.values()):.1f}"
+    return (f"{paper:.1f}; the 16 settings {min(settings):.1f}-{max(settings):.1f}", ours,
+            verdict(min(mixed) >= paper - 10, min(mixed) >= max(qa) + 30))
+
+
+@claim(f"reproduces: on every seed single <= 20 and {AUGMENTED} >= 70, and the QA orderings of "
+       "the 16 settings hold; partly: the seeds do")
+def results_2_3(results):
+    single, augmented = (p_test(headline_rows(results, (s, "qa_finetune")))
+                         for s in ("single", AUGMENTED))
+    full = setting_means(results.lines("full_table.jsonl"))
+    orderings = checked(QA_ORDERINGS, *full.values())
+    held = sum(ok for _, _, ok in orderings)
+    ours = (f"single {seeds_text(single)}; augmented {seeds_text(augmented)}; {held} of "
+            f"{len(orderings)} orderings")
+    gaps = [m - paper_qa(s, "qa_finetune") for s, m in full["qa_finetune"].items()]
+    if gaps:
+        ours += f"; {sum(g < -5 for g in gaps)} of {len(gaps)} settings 5+ points below the paper"
+    seeds_hold = max(single) <= 20 and min(augmented) >= 70
+    paper = (f"single {paper_qa('single', 'qa_finetune'):.1f}, augmented "
+             f"{paper_qa(AUGMENTED, 'qa_finetune'):.1f}")
+    return paper, ours, verdict(seeds_hold and orderings and held == len(orderings), seeds_hold)
+
+
+@claim("reproduces: both P-probe checks hold on every seed; partly: one does")
+def result_4(results):
+    held = on_every_seed(results, (company_found_at_its_position, augmented_stored_at_the_name))
+    if held is None:
+        return None
+    company = bk.ATTRIBUTES.index("company")
+    single = [r["p_probe"]["first_token"][company]
+              for r in headline_rows(results, ("single", "qa_finetune"))]
+    grids = [r["p_probe"]["first_token"]
+             for r in headline_rows(results, (AUGMENTED, "qa_finetune"))]
+    at_name = " / ".join(f"{fmt(g[company][0])}, {fmt(g[0][0])}" for g in grids)
+    ours = (f"single: company at most {' / '.join(fmt(max(g[:4])) for g in single)} before its "
+            f"position, {' / '.join(fmt(g[4]) for g in single)} at it; augmented at the name "
+            f"(company, birth month) {at_name}")
+    paper = PAPER_P_PROBE["single"]["company"]
+    paper_at_name = min(PAPER_P_PROBE[AUGMENTED][a][0] for a in ("company", "birth_date"))
+    return (f"single: company at most {fmt(max(paper[:4]))} before its position, {fmt(paper[4])} "
+            f"at it; augmented at least {fmt(paper_at_name)} at the name", ours,
+            verdict(all(held), any(held)))
+
+
+@claim("reproduces: both Q-probe checks (near QA, 40 points above single) hold on every seed; "
+       "partly: one does")
+def result_5(results):
+    held = on_every_seed(results, (q_probe_reads_what_qa_extracts, q_probe_sees_augmentation))
+    if held is None:
+        return None
+    aug, single = (headline_rows(results, (s, "qa_finetune")) for s in (AUGMENTED, "single"))
+    ours = (f"augmented {seeds_text(whole_means(r)[0] for r in aug)}; single "
+            f"{seeds_text(whole_means(r)[0] for r in single)}")
+    paper = f"augmented {fmt(paper_q_probe(AUGMENTED))}, single {fmt(paper_q_probe('single'))}"
+    return paper, ours, verdict(all(held), any(held))
+
+
+@claim("reproduces: " + celebrities_lift.claim)
+def result_6(results):
+    rows = results.lines("celebrity.jsonl")
+    lift = celebrities_lift(rows)
+    if not lift:
+        return None
+    paper = "; ".join(f"{s} {fmt(a)} -> {fmt(w)}" for s, (a, w) in PAPER_CELEBRITY.items())
+    ours = "; ".join(f"{s} " + ", ".join(f"{fmt(v[False])} -> {fmt(v[True])}"
+                                         for v in seeds.values())
+                     for s, seeds in celebrity_pairs(rows).items())
+    return paper, ours, verdict(lift[1], False)
+
+
+@claim("not tested where no GBERT row has memorised its P_test biographies; then reproduces: "
+       + gbert_learns_what_the_paper_says.claim)
+def result_7(results):
+    rows = results.lines("gbert.jsonl") + results.lines("gbert_budget.jsonl")
+    if not rows:
+        return None
+    learned = " and ".join(a.replace("_", " ") for a in PAPER_GBERT_LEARNED)
+    paper = (f"single {fmt(PAPER_GBERT['single', 'qa_finetune'])} (QA), "
+             f"{fmt(PAPER_GBERT['single', 'mixed'])} (mixed); only {learned} learned")
+    best = max(rows, key=lambda r: r["memorization_p_test"]["mean"])
+    ours = (f"biographies at most {best['memorization_p_test']['mean']:.1f}% memorised (P_test, "
+            f"{best['passes']} passes)")
+    memorised = [r for r in rows if is_memorised(r)]
+    if not memorised:
+        return paper, ours, "not tested"
+    return paper, ours, verdict(gbert_learns_what_the_paper_says(memorised)[1], False)
+
+
+@claim("reproduces: P_test <= 15 for every recipe and seed and full finetuning fits P_train "
+       "(>= 95%, first token) at some epochs; partly: P_test does")
+def figure_2(results):
+    rows = results.lines("finetune_grid.jsonl")
+    if not rows:
+        return None
+    full, lora = grid_fit(rows)
+    test = p_test(rows)
+    paper_lora = [v[0] for k, v in PAPER_FINETUNE.items() if k != (0, 0)]
+    paper = (f"full finetuning P_train {fmt(PAPER_FINETUNE[0, 0][0])}, LoRA {min(paper_lora):.1f}-"
+             f"{max(paper_lora):.1f}; P_test {PAPER_FINETUNE[0, 0][1]:.1f}-"
+             f"{max(v[1] for v in PAPER_FINETUNE.values()):.1f}")
+    epochs = ", ".join(f"{v:.1f} ({e:g} epochs)" for e, v in sorted(full.items()))
+    ours = (f"full finetuning P_train {epochs}; LoRA {min(lora):.1f}-{max(lora):.1f}; P_test "
+            f"{min(test):.1f}-{max(test):.1f}")
+    return paper, ours, verdict(max(test) <= 15 and max(full.values()) >= 95, max(test) <= 15)
+
+
+def grid_fit(rows):
+    """Full finetuning's P_train first-token mean of the seeds by epochs, and each LoRA recipe's."""
+    groups = grouped(rows, ("recipe", "passes"))
+    full = {k[1]: qa_mean(rs, "qa_train_first_token") for k, rs in groups.items()
+            if k[0] == "full finetuning"}
+    lora = [qa_mean(rs, "qa_train_first_token") for k, rs in groups.items()
+            if k[0] != "full finetuning"]
+    return full, lora
+
+
+SECTIONS = dict(headline="The headline, seed by seed (Results 1-3)",
+                probes="Probing (Results 4-5, Figures 5 and 7)",
+                full="All 16 bioS settings (Figure 3)",
+                celebrity="Celebrities help the minority (Result 6)",
+                gbert="GBERT, the bidirectional model (Result 7)",
+                grid="QA finetuning recipes (Figure 2)",
+                qa_ratio="Mixed training and the QA ratio (Figure 10)",
+                scale="Mixed training against people, passes, width and depth",
+                probe_scale="Probes against scale (Results 4-5)", gpu="Measured on a GPU")
+VERDICTS = (("Result 1: mixed training extracts", result_1, "headline"),
+            ("Results 2-3: QA finetuning needs augmentation", results_2_3, "full"),
+            ("Result 4: P-probe, where a fact is stored", result_4, "probes"),
+            ("Result 5: Q-probe, stored at the name", result_5, "probes"),
+            ("Result 6: celebrities help the minority", result_6, "celebrity"),
+            ("Result 7: GBERT does not extract", result_7, "gbert"),
+            ("Figure 2: no finetuning recipe extracts", figure_2, "grid"))
+
+
+def anchor(title):
+    """GitHub's link to a heading."""
+    return "#" + "".join(c for c in title.lower() if c.isalnum() or c in " -_").replace(" ", "-")
+
+
+def verdict_markdown(results):
+    rows = []
+    for result, decide, key in VERDICTS:
+        paper, ours, word = decide(results) or ("", "", "not tested")
+        link = f"[{SECTIONS[key].split(' (')[0]}]({anchor(SECTIONS[key])})"
+        rows.append([result, paper, ours, f"**{word}**", decide.claim, link])
+    first, full = results.headline[0], results.lines("full_table.jsonl")
+    shape = f"{first['config']['n_layer']}-layer, {first['config']['n_embd']}-wide GPT"
+    sizes = f"N = {first['config']['people']:,}"
+    sizes += f"; tables N = {full[0]['people']:,}" if full else ""
+    seeds = ", ".join(str(res["seed"]) for res in results.headline)
+    lines = ["# bioknow: what reproduces", "",
+             f"Allen-Zhu & Li, Physics of Language Models Part 3.1, on a {shape} (preset "
+             f"`{first['preset']}`, {sizes}) against the paper's GPT-2 124M at N = 100,000. "
+             f"P_test QA exact match in %, seeds {seeds}; every number is read from results/, and "
+             "each verdict is decided by the rule beside it.", ""]
+    header = ["result", "paper", "bioknow (each seed)", "verdict", "rule", "section"]
+    lines += markdown_table(header, rows)
+    lines += ["", "How each recipe was chosen: [experiments/NOTES.md](../experiments/NOTES.md). "
+              "Tables that chose today's recipes and are not rerun: [archive.md](archive.md)."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# --- rendering: one helper for a markdown table, and the cells every section uses
+
+def markdown_table(header, rows):
+    """The lines of a markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def section(key, caption, *blocks):
+    """A section of REPORT.md: its title, a short caption, then its blocks of lines."""
+    lines = [f"## {SECTIONS[key]}", "", caption]
+    for block in blocks:
+        lines += [""] + list(block)
+    return "\n".join(lines) + "\n"
+
 
 def fmt(v):
     return "–" if v is None else f"{v:.1f}"
+
+
+def yes(ok):
+    return "yes" if ok else "NO"
 
 
 def pearson(xs, ys):
@@ -94,1317 +878,589 @@ def pearson(xs, ys):
     return round(float(np.corrcoef(xs, ys)[0, 1]), 3)
 
 
-def provenance(rows):
-    """The sentence a table's caption ends with: where its runs ran, and for how long."""
-    hardware = sorted({r["hardware"] for r in rows if r.get("hardware")})
-    return (f"Ran on {' and '.join(hardware) or 'unrecorded hardware'}: {sum(r['minutes'] for r in rows):.1f} "
-            f"minutes for the {len(rows)} runs.")
+def provenance(lines, command):
+    """Said once a table: the command, where and how long its runs ran, and their commits."""
+    hardware = " and ".join(sorted({r["hardware"] for r in lines if r.get("hardware")}))
+    commits = sorted({r["commit"][:7] for r in lines if r.get("commit")})
+    shown = ", ".join(commits[:3]) + (f" and {len(commits) - 3} more" if len(commits) > 3 else "")
+    return (f"`{command}`; {len(lines)} runs, {sum(r['minutes'] for r in lines):.1f} minutes on "
+            f"{hardware or 'unrecorded hardware'}; commit {shown or 'unrecorded'}.")
 
 
-def jsonl_lines(path):
-    """The lines of a table's JSONL file, none when it is not there yet."""
-    return read_jsonl(path) if os.path.isfile(path) else []
+def machine(line):
+    """The short name of the machine a line ran on: cpu, or the card's name."""
+    return line["hardware"].split(",")[0].split(" (")[0]
 
 
-def all_seeds(path):
-    """A table's lines with those of other seeds (OUT/seed*/TABLE.jsonl, the --out a seed's reproduce uses) after
-    them, and the paths of those other files."""
-    others = sorted(glob.glob(os.path.join(os.path.dirname(path), "seed*", os.path.basename(path))))
-    return read_jsonl(path) + [r for other in others for r in read_jsonl(other)], others
-
-
-def table_line(row, preset, seed, **extra):
-    """A table's JSON line: the row's numbers (with the hardware that ran it) and what produced them (preset, seed,
-    N, version, commit)."""
-    return dict(row, **extra, preset=preset, seed=seed, people=bk.resolve_config(preset).people, bioknow=bk.VERSION,
-                commit=git_commit())
-
-
-def memorised_cell(row):
-    """A row's memorisation of its biographies (first token, %), P_train / P_test, marked when its P_test biographies
-    are under bioknow's MEMORISED: such a row does not test the paper's claim. Older lines have one number for all."""
-    if "memorization_p_test" not in row:
-        return f"{row['bio_memorization']:.1f}" + (" (not memorised)" if row["bio_memorization"] < bk.MEMORISED else "")
-    train, test = row["memorization_p_train"]["mean"], row["memorization_p_test"]["mean"]
-    return f"{train:.1f} / {test:.1f}" + (" **not memorised**" if test < bk.MEMORISED else "")
-
-
-def grouped(rows, key):
-    """{key(row): [rows]}, keys in the order they first appear: the seeds of one configuration, a list each."""
+def grouped(rows, fields):
+    """{values of FIELDS: [rows]}, in the order they first appear: one configuration's seeds."""
     groups = {}
     for r in rows:
-        groups.setdefault(key(r), []).append(r)
+        key = tuple(json.dumps(plain(r.get(f)), sort_keys=True) if isinstance(r.get(f), dict)
+                    else r.get(f) for f in fields)
+        groups.setdefault(key, []).append(r)
     return groups
 
 
-def seed_cells(rows, value):
-    """One cell of a table that shows each seed: value(row) of each row, joined."""
-    return ", ".join(value(r) for r in rows)
-
-
 def qa_mean(rows, field="qa_test"):
-    """The QA mean of the seeds of one configuration: on P_test, or on the people FIELD names (qa_holdout)."""
+    """The QA mean of the seeds of one configuration, on P_test or on the people FIELD names."""
     return float(np.mean([r[field]["mean"] for r in rows]))
 
 
 def qa_cell(rows, field="qa_test"):
-    """Each seed's QA mean (P_test unless FIELD says), then their mean where there are several: `58.6, 51.9 (mean
-    55.2)`."""
-    return ", ".join(fmt(r[field]["mean"]) for r in rows) + (
-        f" (mean {qa_mean(rows, field):.1f})" if len(rows) > 1 else "")
+    """Each seed's QA mean, then their mean where there are several: `58.6, 51.9 (mean 55.2)`."""
+    mean = f" (mean {qa_mean(rows, field):.1f})" if len(rows) > 1 else ""
+    return ", ".join(fmt(r[field]["mean"]) for r in rows) + mean
 
 
 def is_memorised(row):
     """P_test biographies memorised (older lines: everyone's)."""
-    p_test = row.get("memorization_p_test")
-    return (p_test["mean"] if p_test else row["bio_memorization"]) >= bk.MEMORISED
+    p_test_bios = row.get("memorization_p_test")
+    return (p_test_bios["mean"] if p_test_bios else row["bio_memorization"]) >= bk.MEMORISED
+
+
+def memorised_cell(row):
+    """First-token memorisation of the biographies, P_train / P_test, marked where not memorised."""
+    if "memorization_p_test" not in row:
+        return f"{row['bio_memorization']:.1f}" + ("" if is_memorised(row) else " (not memorised)")
+    train, test = row["memorization_p_train"]["mean"], row["memorization_p_test"]["mean"]
+    return f"{train:.1f} / {test:.1f}" + ("" if is_memorised(row) else " **not memorised**")
+
+
+def mean_marked(rows):
+    """The seeds' mean P_test, marked where a seed's biographies are not memorised."""
+    return f"{qa_mean(rows):.1f}" + ("" if all(map(is_memorised, rows)) else " (not memorised)")
 
 
 def whole_means(row):
-    """A row's Q-probe whole-value accuracy and its QA P_test accuracy, each the mean of the same five attributes."""
+    """A row's Q-probe whole-value mean and its QA P_test mean, over the same five attributes."""
     return (float(np.mean([row["q_probe"]["whole"][a] for a in bk.ATTRIBUTES[1:]])),
             float(np.mean([row["qa_test"][a] for a in bk.ATTRIBUTES[1:]])))
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# --- the headline report: `python bioknow.py reproduce`'s rows and their probes (Results 1-5, Figures 5 and 7)
-
-# What the default preset must show: memorised yet not extractable; augmentation and mixing fix it.
-THRESHOLDS = {
-    ("single", "qa_finetune"): "bio memorisation >= 95% on every attribute, P_test mean <= 20%",
-    ("multi5+permute+fullname", "qa_finetune"): "P_test mean >= 70%",
-    ("single", "mixed"): "P_test mean >= 60%, its P_test biographies >= 95% memorised",
-}
+def attribute_cells(row, field="qa_test"):
+    return [fmt(row[field][a]) for a in bk.ATTRIBUTES]
 
 
-def meets_threshold(row):
-    key = (row["setting"], row["method"])
-    if key == ("single", "qa_finetune"):
-        return row["bio_memorization_min"] >= 95 and row["qa_test"]["mean"] <= 20
-    if key == ("multi5+permute+fullname", "qa_finetune"):
-        return row["qa_test"]["mean"] >= 70
-    if key == ("single", "mixed"):
-        return row["qa_test"]["mean"] >= 60 and is_memorised(row)
-    return None
+# --------------------------------------------------------------------------------------------------
+# --- the sections of REPORT.md
 
-
-def report_markdown(result):
-    cols = ("mean",) + bk.ATTRIBUTES
-    lines = [f"# bioknow: headline reproduction (preset `{result['preset']}`)", "",
-             f"Hardware: {result['hardware']}. Total wall time: {result['minutes']:.1f} minutes. "
-             f"Seed {result['seed']}. Command: `{result['command']}`.", "",
-             "Accuracy in %, exact match of the whole answer, greedy decoding. P_train: people whose QA was trained "
-             "on; "
-             "P_test: the other half, whose QA was never seen; memorised: first-token accuracy on the biographies of "
-             "P_train / P_test people. Paper: GPT-2 124M, N = 100,000 (Figures 1 and 3).", "",
-             "| setting | method | memorised | split | " + " | ".join(cols) + " |",
-             "|---|---|---|---|" + "---|" * len(cols)]
-    for row in result["rows"]:
+def headline_markdown(results):
+    first, cols = results.headline[0], ("mean",) + bk.ATTRIBUTES
+    per_attribute = []
+    for row in first["rows"]:
         key = (row["setting"], row["method"])
-        paper = PAPER_QA.get(key)
-        lines.append(f"| {row['setting']} | {row['method']} | {memorised_cell(row)} | P_train | "
-                     + " | ".join(fmt(row["qa_train"][c]) for c in cols) + " |")
-        lines.append("| | | | **P_test** | " + " | ".join(f"**{fmt(row['qa_test'][c])}**" for c in cols) + " |")
-        if paper:
-            lines.append("| | | | paper P_test | " + " | ".join(fmt(v) for v in paper) + " |")
-    lines += ["", "| row | what it must show | shown | minutes |", "|---|---|---|---|"]
-    for row in result["rows"]:
-        key = (row["setting"], row["method"])
-        ok = meets_threshold(row)
-        lines.append(f"| {row['setting']} {row['method']} | {THRESHOLDS.get(key, '')} | "
-                     f"{'yes' if ok else 'NO' if ok is False else ''} | {row['minutes']:.1f} |")
-    for row in result["rows"]:
-        if meets_threshold(row) is False:
-            lines += ["", f"**Not reproduced at this preset:** {row['setting']} {row['method']} should show "
-                          f"{THRESHOLDS[(row['setting'], row['method'])]}; it shows P_test "
-                          f"{row['qa_test']['mean']:.1f} "
-                          f"with the biographies {memorised_cell(row)}% memorised (P_train / P_test). The notes "
-                          "below say what was tried."]
-    return "\n".join(lines) + "\n"
-
-
-def seeds_markdown(results):
-    """The headline's rows on every seed run (OUT/reproduce.json and OUT/seed*/reproduce.json), each check per seed:
-    a conclusion rests on at least two."""
-    lines = ["## The headline on every seed", "",
-             "Each seed is `python bioknow.py reproduce --seed S --jobs 2` (seed 0 above; others with `--out "
-             "results/seedS`): data, pretraining, probes and finetuning all drawn from that seed. P_test QA in %; "
-             "Q-probe: whole-value mean at the name.", "",
-             "| row | seed | memorised | P_train QA | **P_test QA** | shown | Q-probe | paper P_test | hardware, "
-             "minutes (row / whole command) |", "|---|---|---|---|---|---|---|---|---|"]
+        paper = PAPER_TABLE[key[0]][METHOD_COLUMN[key[1]]]
+        per_attribute += [
+            [*key, memorised_cell(row), "P_train"] + [fmt(row["qa_train"][c]) for c in cols],
+            ["", "", "", "**P_test**"] + [f"**{fmt(row['qa_test'][c])}**" for c in cols],
+            ["", "", "", "paper"] + [fmt(v) for v in paper]]
+    per_seed = []
     for key in bk.REPRODUCE_ROWS:
-        for result in results:
-            row = next(r for r in result["rows"] if (r["setting"], r["method"]) == key)
-            ok = meets_threshold(row)
-            lines.append(f"| {' '.join(key)} | {result['seed']} | {memorised_cell(row)} | "
-                         f"{row['qa_train']['mean']:.1f} "
-                         f"| **{row['qa_test']['mean']:.1f}** | {'yes' if ok else 'NO' if ok is False else ''} | "
-                         f"{fmt(whole_means(row)[0]) if 'q_probe' in row else ''} | {fmt(PAPER_QA[key][0])} | "
-                         f"{row.get('hardware', result['hardware'])}, {row['minutes']:.1f} / {result['minutes']:.1f} |")
-        tests = [next(r for r in res["rows"] if (r["setting"], r["method"]) == key)["qa_test"]["mean"]
-                 for res in results]
-        lines.append(f"| {' '.join(key)} | mean | | | **{np.mean(tests):.1f}** | | | | |")
-    checks = [probe_checks(res["rows"]) for res in results]
-    if all(checks):
-        lines += ["", "| what the probes must show | " + " | ".join(f"seed {res['seed']}" for res in results) + " |",
-                  "|---|" + "---|" * len(results)]
-        lines += [f"| {claim} | " + " | ".join(f"{c[k][1]}: {'yes' if c[k][2] else 'NO'}" for c in checks) + " |"
-                  for k, (claim, _, _) in enumerate(checks[0])]
-    return "\n".join(lines) + "\n"
+        check = HEADLINE_CHECKS[key]
+        per_seed.append([" ".join(key), check.claim, fmt(paper_qa(*key))] + [
+            f"**{fmt(r['qa_test']['mean'])}** ({memorised_cell(r)}): {yes(check(r))}"
+            for r in headline_rows(results, key)])
+    commands = "; ".join(f"`{res['command']}`" for res in results.headline)
+    hardware = ", ".join(sorted({res["hardware"] for res in results.headline}))
+    minutes = " / ".join(fmt(res["minutes"]) for res in results.headline)
+    caption = (f"{commands}; on {hardware}, {minutes} minutes. P_train: people whose QA was "
+               "trained on; P_test: the other half; memorised: first-token accuracy on the "
+               "biographies of P_train / P_test people. Seed 0 by attribute, then each seed "
+               "against its target.")
+    seeds = [f"seed {res['seed']}: P_test (memorised)" for res in results.headline]
+    return section("headline", caption,
+                   markdown_table(["setting", "method", "memorised", "split", *cols],
+                                  per_attribute),
+                   markdown_table(["row", "what it must show", "paper", *seeds], per_seed))
 
 
-def q_probe_vs_qa(rows):
-    """Q-probe whole-value accuracy against QA P_test accuracy on the same five attributes (paper Result 5): the
-    correlation across rows (of the means) and across (row, attribute) pairs."""
-    rows = [r for r in rows if "q_probe" in r]
-    means = [whole_means(r) for r in rows]
-    pairs = [(r["q_probe"]["whole"][a], r["qa_test"][a]) for r in rows for a in bk.ATTRIBUTES[1:]]
-    return dict(rows=pearson(*zip(*means)) if means else None, row_attributes=pearson(*zip(*pairs)) if pairs else None)
-
-
-def probe_checks(rows):
-    """What the probes must show on the headline's models (the targets of the paper's Results 4-5 at this scale),
-    each as (claim, what was measured, shown: bool), so a missed target says by how much."""
-    by = {(r["setting"], r["method"]): r for r in rows if "p_probe" in r or "q_probe" in r}
-    single, augmented = by.get(("single", "qa_finetune")), by.get(("multi5+permute+fullname", "qa_finetune"))
-    checks = []
-    if single and augmented:
-        i = bk.ATTRIBUTES.index("company")
-        company, base = single["p_probe"]["first_token"][i], single["p_probe"]["baseline"]["first_token"]["company"]
-        checks.append(("single: company P-probe (first token) within 10 points of its baseline at positions 0-3 and "
-                       ">= 80% at position 4", f"{', '.join(fmt(v) for v in company[:4])} (base {fmt(base)}); "
-                       f"{fmt(company[4])}", all(v <= base + 10 for v in company[:4]) and company[4] >= 80))
-        at_name = [augmented["p_probe"]["first_token"][bk.ATTRIBUTES.index(a)][0] for a in ("company", "birth_date")]
-        checks.append(("multi5+permute+fullname: P-probe (first token) >= 80% at position 0 for company and birth "
-                       "month", ", ".join(map(fmt, at_name)), min(at_name) >= 80))
-        (q_single, _), (q_aug, qa_aug) = whole_means(single), whole_means(augmented)
-        checks.append(("Q-probe whole-value mean of multi5+permute+fullname within 15 points of its QA P_test",
-                       f"{fmt(q_aug)} against {fmt(qa_aug)}", bool(q_aug >= qa_aug - 15)))
-        checks.append(("Q-probe whole-value mean: multi5+permute+fullname at least 40 points above single",
-                       f"{fmt(q_aug)} against {fmt(q_single)}", bool(q_aug >= q_single + 40)))
-    corr, top = q_probe_vs_qa(rows)["rows"], max((whole_means(r)[0] for r in rows if "q_probe" in r), default=0)
-    if corr is not None:
-        checks.append(("Q-probe tracks QA: correlation across rows >= 0.9, the Q-probe spanning the range (its "
-                       "highest >= 50%)", f"{corr}, highest {fmt(top)}", corr >= 0.9 and top >= 50))
-    return checks
-
-
-def probe_markdown(result):
-    """The probes laid out like the paper's Figure 5 (P-probing: attribute x read position) and Figure 7 (Q-probing:
-    one line per setting), the paper's numbers beside ours."""
-    rows = [r for r in result["rows"] if "p_probe" in r or "q_probe" in r]
-    if not rows:
+def probes_markdown(results):
+    probed = [r for r in results.headline[0]["rows"] if "q_probe" in r]
+    if not probed:
         return ""
-    about = rows[0].get("p_probe") or rows[0]["q_probe"]
-    population = (f"{about['probe_people']} P_train people and scored on the {about['scored_people']} P_test people"
-                  if "probe_people" in about else "P_train people and scored on P_test people")
-    lines = ["## Probing: where the pretrained model keeps each fact (Results 4-5)", "",
-             f"Frozen pretrained models (before QA finetuning), probes trained on the {population} (at the paper's "
-             "N = 100,000: 50,000 and 50,000), accuracy in %; `base` is the majority guess. Recipe (notes below): "
-             f"the paper's linear classifier, its read-outs fitted on the frozen features ({bk.PROBE_HEAD_STEPS} "
-             f"full-batch steps), then trained with the rank-2 (P) / rank-16 (Q) embedding update for "
-             f"{about.get('steps', 'the')} steps; AdamW lr 1e-3, wd 0.3, linear decay. The candidate read-out and "
-             "other models: the probe tables further down."]
-    for row in rows:
-        if "p_probe" not in row:
-            continue
-        p = row["p_probe"]
-        lines += ["", f"### P-probing, {row['setting']} (Figure 5)", "",
-                  "Read at the token just before each attribute, positions 0-5 in sentence order"
-                  + (" (fixed order: position k precedes attribute k)." if "permute" not in row["setting"] else
-                     " (permuted: the attribute at each position varies).")
-                  + " Whole value for five attributes (birth date: first token only). Paper: Figure 5"
-                  + (" (its augmented row is multi5+permute)." if row["setting"] != "single" else "."), "",
-                  "| target | kind | base | " + " | ".join(f"pos {i}" for i in range(6)) + " | paper (first token) |",
-                  "|---|---|---|" + "---|" * 7]
-        for kind, attrs in p["attributes"].items():
-            for attr, accs in zip(attrs, p[kind]):
-                paper = PAPER_P_PROBE.get(row["setting"], {}).get(attr) if kind == "first_token" else None
-                lines.append(f"| {attr} | {kind.replace('_', ' ')} | {fmt(p['baseline'][kind][attr])} | "
-                             + " | ".join(fmt(v) for v in accs) + f" | {' '.join(fmt(v) for v in paper or [])} |")
-        if "seen" in p:  # how much the classes no probe-training person has hold the whole-value numbers down
-            best = {a: max(range(6), key=lambda i: p["whole"][k][i]) for k, a in enumerate(p["attributes"]["whole"])}
-            lines += ["", "Whole value at each attribute's best position, all P_test people / those whose value some "
-                      "probe-training person has (the share who have none): " + "; ".join(
-                          f"{a} {fmt(p['whole'][k][best[a]])} / {fmt(p['seen']['whole'][a][best[a]])} "
-                          f"({fmt(p['unseen_share']['whole'][a])}%)" for k, a in enumerate(p["attributes"]["whole"]))
-                      + "."]
-    lines += ["", "### Q-probing (Figure 7)", "",
-              "Only the full name after a start token, read at the name's last token. Paper rows from Figure 7 "
-              "(its Q-probe reads an end token after the name). QA P_test: the row's QA accuracy (mean of the same "
-              "five attributes as the whole-value columns).", "",
-              "| setting | method | " + " | ".join(f"first {a}" for a in bk.ATTRIBUTES) + " | "
-              + " | ".join(f"whole {a}" for a in bk.ATTRIBUTES[1:]) + " | whole mean | QA P_test |",
-              "|---|---|" + "---|" * (len(bk.ATTRIBUTES) * 2 + 1)]
-    base = rows[0]["q_probe"]["baseline"]
-    lines.append("| majority guess | | " + " | ".join(fmt(base["first_token"][a]) for a in bk.ATTRIBUTES) + " | "
-                 + " | ".join(fmt(base["whole"][a]) for a in bk.ATTRIBUTES[1:]) + " | | |")
-    lines.append("| paper: majority guess | | " + " | ".join(fmt(v) for v in PAPER_Q_PROBE["majority"]) + " | | |")
-    for row in rows:
-        q, (q_mean, qa_mean) = row["q_probe"], whole_means(row)
-        lines.append(f"| {row['setting']} | {row['method']} | "
-                     + " | ".join(fmt(q["first_token"][a]) for a in bk.ATTRIBUTES) + " | "
-                     + " | ".join(fmt(q["whole"][a]) for a in bk.ATTRIBUTES[1:]) + f" | **{fmt(q_mean)}** | "
-                     f"{fmt(qa_mean)} |")
+    base = probed[0]["q_probe"]["baseline"]
+    q_rows = [["majority guess", ""] + [fmt(base["first_token"][a]) for a in bk.ATTRIBUTES]
+              + [fmt(base["whole"][a]) for a in bk.ATTRIBUTES[1:]] + ["", ""],
+              ["paper: majority guess", ""] + [fmt(v) for v in PAPER_Q_PROBE["majority"]]
+              + ["", ""]]
+    for row in probed:
+        q, (q_mean, qa) = row["q_probe"], whole_means(row)
+        q_rows.append([row["setting"], row["method"]]
+                      + [fmt(q["first_token"][a]) for a in bk.ATTRIBUTES]
+                      + [fmt(q["whole"][a]) for a in bk.ATTRIBUTES[1:]]
+                      + [f"**{fmt(q_mean)}**", fmt(qa)])
         paper = PAPER_Q_PROBE.get(row["setting"]) if row["method"] == "qa_finetune" else None
         if paper:
-            lines.append(f"| paper: {row['setting']} | | " + " | ".join(fmt(v) for v in paper) + " | "
-                         f"{fmt(float(np.mean(paper[6:])))} | |")
-    corr = q_probe_vs_qa(result["rows"])
-    lines += ["", f"Correlation of Q-probe whole-value accuracy with QA P_test accuracy: across rows (means) "
-                  f"{corr['rows'] if corr['rows'] is not None else '–'}, across (row, attribute) pairs "
-                  f"{corr['row_attributes'] if corr['row_attributes'] is not None else '–'}.", "",
-              "| what the probes must show | measured | shown |", "|---|---|---|"]
-    lines += [f"| {claim} | {measured} | {'yes' if ok else 'NO'} |"
-              for claim, measured, ok in probe_checks(result["rows"])]
-    return "\n".join(lines) + "\n"
-
-# ----------------------------------------------------------------------------------------------------------------------
-# --- all 16 bioS settings (Figure 3, Result 5)
-
-# `full` (Figure 3): all 16 bioS settings, each with QA finetuning after bio pretraining and with
-# mixed training, every pretrained model Q-probed (Result 5). 32 pretraining runs: the `table` preset (the cpu preset
-# at a smaller N) keeps them within 90 minutes on 2 cores.
-FULL_SETTINGS = ("single", "single+fullname", "single+permute1", "single+permute2", "single+permute5",
-                 "single+permute1+fullname", "single+permute2+fullname", "single+permute5+fullname",
-                 "multi2", "multi2+fullname", "multi2+permute", "multi2+permute+fullname",
-                 "multi5", "multi5+fullname", "multi5+permute", "multi5+permute+fullname")
-FULL_METHODS = ("qa_finetune", "mixed")
+            q_rows.append([f"paper: {row['setting']}", ""] + [fmt(v) for v in paper]
+                          + [fmt(paper_q_probe(row["setting"])), ""])
+    header = (["setting", "method"] + [f"first {a}" for a in bk.ATTRIBUTES]
+              + [f"whole {a}" for a in bk.ATTRIBUTES[1:]] + ["whole mean", "QA P_test"])
+    checks = [probe_checks(res["rows"]) for res in results.headline]
+    check_rows = [[words] + [f"{c[k][1]}: {yes(c[k][2])}" for c in checks]
+                  for k, (words, _, _) in enumerate(checks[0])]
+    about = probed[0]["q_probe"]
+    caption = (f"Frozen pretrained models before QA finetuning; probes trained on "
+               f"{about['probe_people']} P_train people, scored on {about['scored_people']} P_test "
+               f"people ({about['steps']} joint steps after the read-out fit; notes: recipe). "
+               "Seed 0's P-probe grids and Q-probe; the checks on every seed.")
+    seeds = [f"seed {res['seed']}" for res in results.headline]
+    return section("probes", caption,
+                   ["![P-probe grids, first token, beside the paper's Figure 5](p_probe.png)"],
+                   ["**Q-probe** at the name's last token (paper: Figure 7, an end token after it)",
+                    ""] + markdown_table(header, q_rows),
+                   markdown_table(["what the probes must show", *seeds], check_rows))
 
 
-def full_table(preset, seed, out, device, quiet=False, jobs=1):
-    """Every setting x method, Q-probed -> OUT/full_table.jsonl, a line a row as it finishes (in table order). Rows
-    already there for this preset and seed are kept, so a killed run continues where it stopped (delete the file to
-    start over)."""
-    os.makedirs(out, exist_ok=True)
-    path, work = os.path.join(out, "full_table.jsonl"), os.path.join(out, "work", "full")
-    lines = jsonl_lines(path)
-    kept = [r for r in lines if (r.get("preset"), r.get("seed")) == (preset, seed)]
-    if kept:
-        print(f"keeping the {len(kept)} finished rows of {path} (delete it to rerun them)", flush=True)
-    done = {(r["setting"], r["method"]) for r in kept}
-    order = [(s, m) for s in FULL_SETTINGS for m in FULL_METHODS]
-    tasks = [dict(setting=s, method=m, probes=("q",)) for s, m in order if (s, m) not in done]
-    for _, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "full table"):
-        kept.append(table_line(row, preset, seed))
-        rewrite_jsonl(path, sorted(kept, key=lambda r: order.index((r["setting"], r["method"]))))
-        print(f"{row['setting']:>26} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
-              f"{row['qa_test']['mean']:5.1f}  Q-probe {whole_means(row)[0]:5.1f}  ({row['minutes']:.1f} min)",
-              flush=True)
-
-
-def ordering_checks(qa, mixed):
-    """The orderings the paper reports across the settings (Figure 3), checked on {setting: P_test mean} of QA
-    finetuning and of mixed training: a list of (claim, holds, detail), each over the settings that are there."""
-    def pairs(claim, lower_higher, margin=0.0, need=None):
-        lower_higher = [(lo, hi) for lo, hi in lower_higher if lo in qa and hi in qa]
-        held = [(lo, hi) for lo, hi in lower_higher if qa[hi] > qa[lo] + margin]
-        need = len(lower_higher) if need is None else min(need, len(lower_higher))
-        detail = ", ".join(f"{lo} {qa[lo]:.1f} -> {hi} {qa[hi]:.1f}" for lo, hi in lower_higher)
-        return claim, len(held) >= need, f"{len(held)} of {len(lower_higher)}: {detail}"
-
-    bases = [s for s in FULL_SETTINGS if "fullname" not in s]
-    permuted = [(f"multi{m}{f}", f"multi{m}+permute{f}") for m in (2, 5) for f in ("", "+fullname")] + [
-        (f"single+permute{a}{f}", f"single+permute{b}{f}") for a, b in ((1, 2), (2, 5)) for f in ("", "+fullname")]
-    checks = [pairs("single+permute1 below single (QA)", [("single+permute1", "single")]),
-              pairs("multi5 well below multi5+permute (QA, by over 10 points)", [("multi5", "multi5+permute")], 10),
-              pairs("fullname helps (QA, 7 of the 8 pairs at least)", [(s, s + "+fullname") for s in bases], need=7),
-              pairs("permutation helps (QA, every pair)", permuted)]
-    checks = [c for c in checks if not c[2].startswith("0 of 0")]
-    if mixed:
-        checks.append(("mixed training high across all rows (>= 60 on every setting)", min(mixed.values()) >= 60,
-                       f"lowest {min(mixed.values()):.1f} ({min(mixed, key=mixed.get)})"))
-    return checks
-
-
-def full_table_markdown(path):
-    rows = {(r["setting"], r["method"]): r for r in read_jsonl(path)}
+def full_markdown(results):
+    lines = results.lines("full_table.jsonl")
+    if not lines:
+        return ""
+    rows = {(r["setting"], r["method"]): r for r in lines}
     settings = [s for s in FULL_SETTINGS if (s, "qa_finetune") in rows or (s, "mixed") in rows]
-    any_row = next(iter(rows.values()))
-    lines = ["## All 16 bioS settings (Figure 3)", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py full` (`make reproduce-full`). "
-             f"Preset `{any_row['preset']}` (N = {any_row['people']}), seed {any_row['seed']}. "
-             + provenance(list(rows.values())) + " One recipe for every row, nothing selected on P_test: QA = bio "
-             "pretraining then full QA finetuning on P_train (the preset's optimiser and epochs); mixed = biographies "
-             "and P_train QA in one run (QAr 0.8; its biographies get the bio rows' passes unless a line says "
-             "otherwise). "
-             "P_test exact match in %; memorised = first-token accuracy on the biographies of P_train / P_test "
-             "people after pretraining, **not memorised** under 95% on P_test: such a row does not test the paper's "
-             "claim; Q-probe = whole-value mean (five attributes) of a Q-probe on each "
-             "pretrained model. Paper: GPT-2 124M, N = 100,000; it gives mixed training per attribute for single "
-             "only.", "",
-             "| setting | | QA mean | " + " | ".join(bk.ATTRIBUTES) + " | memorised | mixed mean | "
-             + " | ".join(bk.ATTRIBUTES) + " | memorised | Q-probe (QA / mixed model) |", "|---|---|" + "---|" * 17]
+    table = []
     for s in settings:
-        qa, mix = rows.get((s, "qa_finetune")), rows.get((s, "mixed"))
-        cells = lambda r: [f"**{fmt(r['qa_test']['mean'])}**"] + [fmt(r["qa_test"][a]) for a in bk.ATTRIBUTES] \
-            if r else ["–"] * 7
-        probes = " / ".join(fmt(whole_means(r)[0]) if r else "–" for r in (qa, mix))
-        lines.append(f"| {s} | bioknow | " + " | ".join(cells(qa)) + f" | {memorised_cell(qa) if qa else '–'} | "
-                     + " | ".join(cells(mix)) + f" | {memorised_cell(mix) if mix else '–'} | {probes} |")
-        paper_qa, paper_mix = PAPER_TABLE[s]
-        paper_q = PAPER_Q_PROBE.get(s)
-        lines.append("| | paper | " + " | ".join(fmt(v) for v in paper_qa) + " | | "
-                     + " | ".join(fmt(v) for v in paper_mix + [None] * (7 - len(paper_mix))) + " | | "
-                     + (fmt(float(np.mean(paper_q[6:]))) if paper_q else "") + " |")
-    means = {m: {s: rows[(s, m)]["qa_test"]["mean"] for s in settings if (s, m) in rows} for m in FULL_METHODS}
-    paper = {m: {s: PAPER_TABLE[s][k][0] for s in means[m]} for k, m in enumerate(FULL_METHODS)}
-    lines += ["", "| the paper's ordering | bioknow | detail | paper |", "|---|---|---|---|"]
-    checks = list(zip(ordering_checks(*means.values()), ordering_checks(*paper.values())))
-    for ours, theirs in checks:
-        lines.append(f"| {ours[0]} | {'yes' if ours[1] else 'NO'} | {ours[2]} | {'yes' if theirs[1] else 'no'} |")
-    gap = {s: means["qa_finetune"][s] - paper["qa_finetune"][s] for s in means["qa_finetune"]}
-    close = [s for s, g in gap.items() if abs(g) <= 5]
-    lines += ["", f"{sum(ours[1] for ours, _ in checks)} of the paper's {len(checks)} orderings hold here "
-                  f"({sum(theirs[1] for _, theirs in checks)} on the paper's own numbers). QA P_test within 5 points "
-                  "of "
-                  f"the paper's: {', '.join(close) or 'no setting'}; {sum(g < -5 for g in gap.values())} settings "
-                  f"below it by more, {sum(g > 5 for g in gap.values())} above."]
-    if len(rows) > 2:
-        corr = q_probe_vs_qa(list(rows.values()))
-        paper_q = [s for s in settings if s in PAPER_Q_PROBE]
-        paper_corr = pearson([float(np.mean(PAPER_Q_PROBE[s][6:])) for s in paper_q],
-                             [float(np.mean(PAPER_TABLE[s][0][2:])) for s in paper_q])
-        lines += ["", f"Q-probe against QA (Result 5): the correlation of the Q-probe whole-value mean with the row's "
-                      f"P_test mean on the same five attributes is {corr['rows'] or '–'} across the {len(rows)} rows "
-                      f"and {corr['row_attributes'] or '–'} across row x attribute pairs (the paper's {len(paper_q)} "
-                      f"Q-probed settings: {paper_corr or '–'})."]
-    return "\n".join(lines) + "\n"
-
-# ----------------------------------------------------------------------------------------------------------------------
-# --- celebrity helps minority (Result 6)
-
-# `celebrity` (Result 6, Figure 17): N people with one biography each, alone (P_train half of them)
-# or beside N celebrities with multi5+permute biographies (P_train: the celebrities, P_test: all N). QA finetuning
-# on P_train only, so the minority's QA is never seen: does the celebrities' augmentation teach the model to store
-# the minority's facts extractably? The budget is counted per minority entry: each is seen the preset's passes, with
-# celebrities or without. Alone rows reuse the full table's pretrained models when they are there.
-CELEBRITY_ROWS = (("single+permute1", False), ("single+permute1", True), ("single", False), ("single", True))
-PAPER_CELEBRITY = {"single+permute1": (4.4, 86.8), "single": (9.7, 63.2)}  # P_test mean: alone, with celebrities
+        cells, paper_cells = [s, "bioknow"], ["", "paper"]
+        for m in FULL_METHODS:
+            r = rows.get((s, m))
+            cells += ([f"**{fmt(r['qa_test']['mean'])}**", *attribute_cells(r), memorised_cell(r)]
+                      if r else ["–"] * 8)
+            paper = PAPER_TABLE[s][METHOD_COLUMN[m]]
+            paper_cells += [fmt(v) for v in paper] + [""] * (8 - len(paper))
+        probes = " / ".join(fmt(whole_means(rows[s, m])[0]) if (s, m) in rows else "–"
+                            for m in FULL_METHODS)
+        table += [cells + [probes], paper_cells + [fmt(paper_q_probe(s))]]
+    header = ["setting", ""] + [c for m in ("QA", "mixed")
+                                for c in (f"{m} mean", *bk.ATTRIBUTES, "memorised")] + ["Q-probe"]
+    ours = setting_means(lines)
+    paper = {m: {s: paper_qa(s, m) for s in settings} for m in FULL_METHODS}
+    checks = zip(checked(ORDERING_CHECKS, *ours.values()),
+                 checked(ORDERING_CHECKS, *paper.values()))
+    orderings = [[mine[0], yes(mine[2]), mine[1], "yes" if theirs[2] else "no"]
+                 for mine, theirs in checks]
+    corr = pearson(*zip(*[whole_means(r) for r in lines]))
+    probed = [s for s in settings if s in PAPER_Q_PROBE]
+    paper_corr = pearson([paper_q_probe(s) for s in probed],
+                         [float(np.mean(PAPER_TABLE[s][0][2:])) for s in probed])
+    caption = (f"{provenance(lines, 'python experiments/tables.py full')} Preset "
+               f"`{lines[0]['preset']}` (N = {lines[0]['people']}), one recipe a method; Q-probe: "
+               "whole-value mean on each pretrained model (QA / mixed). Memorised: P_train / "
+               "P_test.")
+    summary = [f"Q-probe against QA P_test (Result 5): correlation {corr} across the {len(lines)} "
+               f"rows (the paper's {len(probed)} Q-probed settings: {paper_corr})."]
+    return section("full", caption, markdown_table(header, table),
+                   markdown_table(["the paper's ordering", "bioknow", "detail", "paper"],
+                                  orderings),
+                   summary)
 
 
-def celebrity_passes(preset, setting, celebrities):
-    """Passes over one-entry-a-person data of everyone that give each minority entry the preset's passes."""
-    cfg, minority = bk.resolve_config(preset), bk.entries_per_person(bk.parse_aug(setting))
-    entries = cfg.people * minority + celebrities * bk.entries_per_person(bk.parse_aug("multi5+permute"))
-    return cfg.passes * entries / ((cfg.people + celebrities) * minority)
-
-
-def celebrity_table(preset, seed, out, device, quiet=False, jobs=1):
-    """CELEBRITY_ROWS -> OUT/celebrity.jsonl (rewritten whole): the minority's P_test QA with and without
-    celebrities."""
-    work, path, lines = os.path.join(out, "work", "full"), os.path.join(out, "celebrity.jsonl"), []
-    people = bk.resolve_config(preset).people
-    tasks = [dict(setting=s, method="qa_finetune", reuse=True, celebrities=people if c else 0,
-                  train_overrides=dict(passes=celebrity_passes(preset, s, people if c else 0)))
-             for s, c in CELEBRITY_ROWS]
-    for task, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "celebrity table"):
-        celebrities = task["celebrities"]
-        lines.append(table_line(row, preset, seed, celebrities=celebrities, passes=task["train_overrides"][
-            "passes"], celebrity_aug="multi5+permute" if celebrities else None))
-        order = [(t["setting"], t["celebrities"]) for t in tasks]
-        rewrite_jsonl(path, sorted(lines, key=lambda r: order.index((r["setting"], r["celebrities"]))))
-        print(f"{row['setting']:>16} {'with' if celebrities else 'without'} celebrities: memorised "
-              f"{memorised_cell(row)}  P_train {row['qa_train']['mean']:5.1f}  minority P_test "
-              f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
-
-
-def celebrity_markdown(path):
-    """The celebrity table, with the rows of other seeds (OUT/seed*/celebrity.jsonl) below seed 0's."""
-    rows, others = all_seeds(path)
-    lines = ["## Celebrity helps minority (Result 6, Figure 17)", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py celebrity`"
-             + ("; another seed's rows: `tables.py celebrity --seed N --out results/seedN`" if others else "")
-             + ". Preset "
-             f"`{rows[0]['preset']}`: N = {rows[0]['people']} minority people with one biography under the setting; "
-             "alone, QA finetuning on half of them (P_train) and P_test the other half; with celebrities, N more "
-             "people with multi5+permute biographies in the same pretraining, QA finetuning on the celebrities only "
-             "and P_test all N minority people. P_test exact match in %; memorised: first-token accuracy on the "
-             "biographies of P_train / P_test people (with celebrities: celebrities / minority). The budget is counted "
-             "per minority entry (passes: over one-entry-a-person data of everyone). An alone row that reused the "
-             "full table's pretrained model counts only its finetuning and evaluation minutes. " + provenance(rows),
-             "",
-             "| minority setting | celebrities | seed | passes | memorised | P_train | **minority P_test** | "
-             + " | ".join(bk.ATTRIBUTES)
-             + " | paper P_test | minutes |", "|---|---|---|---|---|---|---|" + "---|" * 8]
+def celebrity_pairs(rows):
+    """{setting: {seed: {with celebrities: P_test mean}}}, seeds that have both rows."""
+    pairs = {}
     for r in rows:
-        paper = PAPER_CELEBRITY.get(r["setting"], (None, None))[bool(r["celebrities"])]
-        lines.append(f"| {r['setting']} | {r['celebrities'] or 'none'} | {r['seed']} | {fmt(r.get('passes'))} | "
-                     f"{memorised_cell(r)} | "
-                     f"{r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
-                     + " | ".join(fmt(r["qa_test"][a]) for a in bk.ATTRIBUTES)
-                     + f" | {fmt(paper)} | {r['minutes']:.1f} |")
-    lifts = []  # (setting, {seed: our lift}, the paper's lift)
-    for setting, (alone, with_) in PAPER_CELEBRITY.items():
-        by_seed = {}
+        by_seed = pairs.setdefault(r["setting"], {}).setdefault(r["seed"], {})
+        by_seed[bool(r["celebrities"])] = r["qa_test"]["mean"]
+    return {s: {seed: v for seed, v in sorted(seeds.items()) if len(v) == 2}
+            for s, seeds in pairs.items()}
+
+
+def celebrity_lifts(rows):
+    """[(setting, {seed: our lift}, the paper's lift)]."""
+    pairs = celebrity_pairs(rows)
+    return [(s, {seed: v[True] - v[False] for seed, v in pairs[s].items()}, with_ - alone)
+            for s, (alone, with_) in PAPER_CELEBRITY.items() if pairs.get(s)]
+
+
+def celebrity_markdown(results):
+    rows = results.lines("celebrity.jsonl")
+    if not rows:
+        return ""
+    table = [[r["setting"], r["celebrities"] or "none", r["seed"], fmt(r.get("passes")),
+              memorised_cell(r), fmt(r["qa_train"]["mean"]), f"**{fmt(r['qa_test']['mean'])}**",
+              *attribute_cells(r),
+              fmt(PAPER_CELEBRITY.get(r["setting"], (None, None))[bool(r["celebrities"])])]
+             for r in rows]
+    command = "python experiments/tables.py celebrity [--seed 1 --out results/seed1]"
+    caption = (f"{provenance(rows, command)} N = {rows[0]['people']} minority people with one "
+               "biography; with celebrities, N more with multi5+permute biographies in the same "
+               "pretraining, QA finetuning on the celebrities only; passes over one-entry-a-person "
+               "data, so each minority entry gets the alone rows' passes.")
+    header = ["minority setting", "celebrities", "seed", "passes", "memorised", "P_train",
+              "**minority P_test**", *bk.ATTRIBUTES, "paper"]
+    lift = celebrities_lift(rows)
+    return section("celebrity", caption, markdown_table(header, table),
+                   [f"{celebrities_lift.claim}: {yes(lift[1])}; {lift[0]}."] if lift else [])
+
+
+def gbert_markdown(results):
+    rows = results.lines("gbert.jsonl")
+    budget = sorted(results.lines("gbert_budget.jsonl"),
+                    key=lambda r: (r["setting"] != "single", r["passes"], r["seed"]))
+    if not rows and not budget:
+        return ""
+    blocks = []
+    if rows:
+        gpt = {(r["setting"], r["method"]): r for r in results.lines("full_table.jsonl")
+               if (r["preset"], r["seed"]) == (rows[0]["preset"], rows[0]["seed"])}
+        table = []
         for r in rows:
-            if r["setting"] == setting:
-                by_seed.setdefault(r["seed"], {})[bool(r["celebrities"])] = r["qa_test"]["mean"]
-        ours = {s: v[True] - v[False] for s, v in sorted(by_seed.items()) if len(v) == 2}
-        if ours:
-            lifts.append((setting, ours, with_ - alone))
-    if lifts:
-        shown = all(v >= 20 for _, ours, _ in lifts for v in ours.values())
-        lines += ["", "Celebrities lift the minority by tens of points (20+ for each setting and seed): "
-                  f"{'yes' if shown else 'NO'}; " + "; ".join(
-                      f"{s} " + " / ".join(f"{v:+.1f}" for v in ours.values()) + " points"
-                      + (f" on seeds {' / '.join(map(str, ours))}" if len(ours) > 1 else "")
-                      + f" (paper {paper:+.1f})" for s, ours, paper in lifts) + "."]
-    return "\n".join(lines) + "\n"
-
-# ----------------------------------------------------------------------------------------------------------------------
-# --- GBERT (Result 7)
-
-# `gbert` (Result 7, Figure 9): the same transformer with full attention, pretrained by filling in
-# masked words (--objective mlm), then QA-finetuned or mixed-trained, beside the GPT rows of the full table. The paper
-# trains GBERT twice as long as the GPT (Appendix H): twice the preset's passes.
-GBERT_ROWS = tuple((s, m) for s in ("single", "multi5+permute", "multi5+permute+fullname") for m in FULL_METHODS)
-PAPER_GBERT = {("single", "qa_finetune"): 3.7, ("single", "mixed"): 30.1}  # P_test mean; best 39.7 (QA), 43.6 (mixed)
-
-
-def gbert_table(preset, seed, out, device, quiet=False, jobs=1):
-    """GBERT_ROWS -> OUT/gbert.jsonl (rewritten whole), one line a row."""
-    work, path, lines = os.path.join(out, "work", "gbert"), os.path.join(out, "gbert.jsonl"), []
-    overrides = dict(objective="mlm", passes=2 * bk.resolve_config(preset).passes)
-    tasks = [dict(setting=s, method=m, train_overrides=overrides) for s, m in GBERT_ROWS]
-    for _, row in bk.run_rows(tasks, preset, seed, device, work, jobs, quiet, "gbert table"):
-        lines.append(table_line(row, preset, seed, **overrides))
-        rewrite_jsonl(path, sorted(lines, key=lambda r: GBERT_ROWS.index((r["setting"], r["method"]))))
-        print(f"GBERT {row['setting']:>24} {row['method']:<12} memorised {memorised_cell(row)}  P_test "
-              f"{row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
+            key = (r["setting"], r["method"])
+            for name, row in (("GBERT", r), ("GPT", gpt.get(key))):
+                if row:
+                    paper = fmt(PAPER_GBERT.get(key)) if name == "GBERT" else ""
+                    table.append([*key, name, memorised_cell(row),
+                                  f"**{fmt(row['qa_test']['mean'])}**", *attribute_cells(row),
+                                  paper])
+        measured, learned = gbert_learns_what_the_paper_says(rows)
+        header = ["setting", "method", "model", "memorised", "**P_test mean**", *bk.ATTRIBUTES,
+                  "paper"]
+        blocks += [["`tables.py gbert`: twice the GPT's passes; the GPT rows are the full table's.",
+                    ""] + markdown_table(header, table),
+                   [f"{gbert_learns_what_the_paper_says.claim}: {yes(learned)} (GBERT's mean by "
+                    f"attribute: {measured})."]]
+    if budget:
+        table = [[r["setting"], r["passes"], r["seed"], memorised_cell(r),
+                  fmt(r["qa_test"]["mean"])] + attribute_cells(r, "memorization_p_test")
+                 for r in budget]
+        header = ["setting", "passes", "seed", "memorised", "P_test QA"]
+        blocks += [["`tables.py gbert-budget`: more passes, until the biographies are memorised.",
+                    ""] + markdown_table(header + [f"memorised {a}" for a in bk.ATTRIBUTES], table)]
+    caption = (f"{provenance(rows + budget, 'python experiments/tables.py gbert / gbert-budget')} "
+               "The same transformer with full attention, pretrained by filling in masked words "
+               "(15%; 80% <mask>, 10% random, 10% kept); QA fills one <mask> per answer token. A "
+               "row whose P_test biographies are not memorised does not test Result 7.")
+    return section("gbert", caption, *blocks)
 
 
-def gbert_markdown(path):
-    rows = read_jsonl(path)
-    full_path = os.path.join(os.path.dirname(path), "full_table.jsonl")
-    gpt = {(r["setting"], r["method"]): r for r in jsonl_lines(full_path)
-           if (r["preset"], r["seed"]) == (rows[0]["preset"], rows[0]["seed"])}
-    lines = ["## GBERT: the bidirectional model (Result 7, Figure 9)", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py gbert`. Preset "
-             f"`{rows[0]['preset']}` (N = {rows[0]['people']}); the same transformer with full attention, pretrained "
-             "by filling in masked words (`--objective mlm`: 15% of words; 80% <mask>, 10% random, 10% kept), then "
-             "QA-finetuned (the question and one <mask> per answer token, correct only when all are filled in) or "
-             "mixed-trained, for twice the GPT's passes unless the line says otherwise. The GPT rows are the full "
-             "table's (same preset and seed). P_test exact match in %; memorised: P_train / P_test. Paper: "
-             "only birth date and major are learned; single 3.7 (QA) and 30.1 (mixed); best 39.7 (QA), 43.6 "
-             "(mixed). " + provenance(rows),
-             "", "| setting | method | model | memorised | **P_test mean** | " + " | ".join(bk.ATTRIBUTES)
-             + " | paper |",
-             "|---|---|---|---|---|" + "---|" * 7]
-    for r in rows:
-        key = (r["setting"], r["method"])
-        for name, row in (("GBERT", r), ("GPT", gpt.get(key))):
-            if row:
-                lines.append(f"| {r['setting']} | {r['method']} | {name} | {memorised_cell(row)} | "
-                             f"**{row['qa_test']['mean']:.1f}** | "
-                             + " | ".join(fmt(row["qa_test"][a]) for a in bk.ATTRIBUTES)
-                             + f" | {fmt(PAPER_GBERT.get(key)) if name == 'GBERT' else ''} |")
-    by_attr = {a: float(np.mean([r["qa_test"][a] for r in rows])) for a in bk.ATTRIBUTES}
-    best = sorted(bk.ATTRIBUTES, key=by_attr.get, reverse=True)[:2]
-    lines += ["", f"GBERT's P_test by attribute, mean of its {len(rows)} rows: "
-              + ", ".join(f"{a} {by_attr[a]:.1f}" for a in bk.ATTRIBUTES) + f". Its two best: {' and '.join(best)} "
-              f"(the paper: birth date and major): {'yes' if set(best) == {'birth_date', 'major'} else 'NO'}."]
-    others = [a for a in bk.ATTRIBUTES if a not in ("birth_date", "major")]
-    pairs = [(r, gpt[(r["setting"], r["method"])]) for r in rows if (r["setting"], r["method"]) in gpt
-             and "permute" in r["setting"] and r["method"] == "qa_finetune"]
-    if pairs:
-        ahead = all(g["qa_test"][a] > r["qa_test"][a] for r, g in pairs for a in others)
-        lines += ["", "On multi5+permute(+fullname) after QA finetuning, the GPT is above GBERT on each of the other "
-                      f"four attributes: {'yes' if ahead else 'NO'}."]
-    return "\n".join(lines) + "\n"
-
-# `gbert-budget`: how many passes GBERT needs before it has memorised its biographies, as every row must (the paper
-# trains its models until they have, Appendix C). Bio pretraining by masked words then QA finetuning, at passes
-# a multiple of the GPT's 60: bioS single, and multi5+permute, where the GPT extracts 98.6% (Result 7 says GBERT does
-# not). A line a run, kept when there (same setting, passes and seed).
-GBERT_BUDGET = (("single", 120), ("single", 480), ("single", 960), ("multi5+permute", 960))
-
-
-def gbert_budget(preset, seed, out, device, quiet=False, jobs=1):
-    """GBERT_BUDGET's runs -> OUT/gbert_budget.jsonl, a line a run as it finishes (the file read again before each
-    write, so two of these commands may run side by side)."""
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "gbert_budget.jsonl")
-    key = lambda r: (r["setting"], r["passes"], r["seed"])  # noqa: E731
-    done = {key(r) for r in jsonl_lines(path) if r["preset"] == preset}
-    tasks = [dict(setting=s, method="qa_finetune", train_overrides=dict(objective="mlm", passes=p),
-                  work=os.path.join(out, "work", "gbert-budget", f"{s}-passes{p}-seed{seed}"))
-             for s, p in sorted(GBERT_BUDGET, key=lambda sp: -sp[1]) if (s, p, seed) not in done]  # longest first
-    for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "gbert budget"):
-        kept = jsonl_lines(path)
-        kept.append(table_line(row, preset, seed, **task["train_overrides"]))
-        rewrite_jsonl(path, sorted(kept, key=lambda r: (r["setting"] != "single", r["passes"], r["seed"])))
-        print(f"GBERT {row['setting']}, {task['train_overrides']['passes']} passes: memorised "
-              f"{memorised_cell(row)}  P_test {row['qa_test']['mean']:5.1f}  ({row['minutes']:.1f} min)", flush=True)
-
-
-def gbert_budget_markdown(path):
-    rows = read_jsonl(path)
-    lines = ["## GBERT: passes until its biographies are memorised", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py gbert-budget` (`--seed 1` for the "
-             f"second seed). Preset `{rows[0]['preset']}` (N = {rows[0]['people']}): GBERT pretrained by filling in "
-             "masked words for the passes shown (over bioS-single-sized data; the GPT memorises in 60), then "
-             "QA-finetuned on P_train. Memorised: the whole value masked, its first token filled in, P_train / "
-             "P_test. QA exact match in %. " + provenance(rows), "",
-             "| setting | passes | seed | memorised | P_train QA | **P_test mean** | " + " | ".join(bk.ATTRIBUTES)
-             + " | minutes |", "|---|---|---|---|---|---|" + "---|" * 7]
-    lines += [f"| {r['setting']} | {r['passes']} | {r['seed']} | {memorised_cell(r)} | {r['qa_train']['mean']:.1f} | "
-              f"**{r['qa_test']['mean']:.1f}** | " + " | ".join(fmt(r["qa_test"][a]) for a in bk.ATTRIBUTES)
-              + f" | {r['minutes']:.1f} |" for r in rows]
-    lines += ["", "P_test biographies memorised by attribute (first token of the whole masked value, %):", "",
-              "| setting | passes | seed | " + " | ".join(bk.ATTRIBUTES) + " |", "|---|---|---|" + "---|" * 6]
-    lines += [f"| {r['setting']} | {r['passes']} | {r['seed']} | "
-              + " | ".join(fmt(r["memorization_p_test"][a]) for a in bk.ATTRIBUTES) + " |" for r in rows]
-    # A row can fall short of the rule on some attributes only: those it has memorised still test Result 7.
-    held = []
-    for r in rows:
-        cells = [f"{a} {r['memorization_p_test'][a]:.1f} -> {r['qa_test'][a]:.1f}" for a in bk.ATTRIBUTES
-                 if r["memorization_p_test"][a] >= bk.MEMORISED]
-        if cells:
-            held.append(f"{r['setting']} at {r['passes']} passes (seed {r['seed']}): " + ", ".join(cells))
-    lines += ["", f"Attributes memorised on P_test biographies (at least {bk.MEMORISED:g}%), memorised -> P_test QA: "
-              + ("; ".join(held) if held else "none") + "."]
-    return "\n".join(lines) + "\n"
-
-# ----------------------------------------------------------------------------------------------------------------------
-# --- QA finetuning recipes (Figure 2)
-
-# `finetune-grid` (Figure 2): bioS single pretrained once, then QA-finetuned with each recipe. In the paper only full
-# finetuning fits P_train (98.9% first token) and its LoRA cells 21-41%, at about 8 epochs (50,000 steps of 48 over
-# 300,000 questions); P_test stays near 10% with every recipe. The last two recipes give full finetuning more epochs,
-# to see whether P_test stays low once P_train is fitted, as the paper's full-finetuning cell says.
-FINETUNE_GRID = [dict(), dict(lora_qv=8), dict(lora_qv=16), dict(lora_qv=8, lora_emb=128),
-                 dict(lora_qv=16, lora_emb=128), dict(passes=30), dict(passes=100)]
-PAPER_FINETUNE = {(0, 0): (98.9, 7.5), (8, 0): (21.0, 7.8), (16, 0): (22.7, 7.9), (8, 128): (25.0, 9.4),
-                  (16, 128): (27.3, 9.7)}  # Figure 2(a), 124M: (lora_qv, lora_emb) -> (P_train first token, P_test)
-
-
-def recipe_name(overrides):
-    if not overrides.get("lora_qv") and not overrides.get("lora_emb"):
-        return "full finetuning"
-    return f"LoRA q/v rank {overrides.get('lora_qv', 0)}" + (f" + embedding rank {overrides['lora_emb']}"
-                                                             if overrides.get("lora_emb") else "")
-
-
-def finetune_grid(preset, seed, out, device, quiet=False):
-    """FINETUNE_GRID on bioS single -> OUT/finetune_grid.jsonl: P_train first-token and exact-match accuracy and
-    P_test exact match per recipe, a line a recipe as it finishes; finished recipes are kept. Reuses reproduce's
-    pretrained single model when it is there (another seed's: `--seed N --out results/seedN`, as reproduce)."""
-    work, path = os.path.join(out, "work"), os.path.join(out, "finetune_grid.jsonl")
-    order = [(recipe_name(o), bk.resolve_config(preset, "finetune", **o).passes) for o in FINETUNE_GRID]
-    lines = [r for r in jsonl_lines(path) if r.get("preset") == preset]
-    done = {(r["recipe"], r["passes"], r["seed"]) for r in lines}
-    tasks = [o for o, k in zip(FINETUNE_GRID, order) if k + (seed,) not in done]
-    rank = {k: i for i, k in enumerate(order)}  # the file in the grid's order; a recipe no longer in it sorts last
-    if not tasks:
-        return
-    data_dir, data, run, _, _ = bk.pretrained_run("single", "qa_finetune", preset, seed, device, work, quiet,
-                                                  reuse=True)
-    dev, tok = bk.pick_device(device), bk.Tokenizer(data["vocab"])
-    split = {s: [r for r in data["qa"] if r["split"] == s] for s in ("train", "test")}
-    for overrides in tqdm(tasks, desc="finetune grid", disable=quiet):
-        t0 = time.time()
-        cfg = bk.resolve_config(preset, "finetune", seed=seed, device=device, **overrides)
-        model, info = bk.finetune(cfg, run, data_dir, os.path.join(work, "single-grid"), force=True, quiet=True)
-        qa_train, qa_train_first_token = bk.qa_accuracies(model, tok, split["train"], dev)
-        row = dict(recipe=recipe_name(overrides), lora_qv=cfg.lora_qv, lora_emb=cfg.lora_emb, lr=cfg.lr,
-                   passes=cfg.passes, steps=info["steps"], qa_train_first_token=qa_train_first_token,
-                   qa_train=qa_train, qa_test=bk.qa_accuracies(model, tok, split["test"], dev)[0],
-                   minutes=round((time.time() - t0) / 60, 2), hardware=bk.hardware_name(dev))
-        lines.append(table_line(row, preset, seed))
-        rewrite_jsonl(path, sorted(lines, key=lambda r: (rank.get((r["recipe"], r["passes"]), len(order)), r["seed"])))
-        print(f"{row['recipe']:>40}, {row['passes']:g} epochs: P_train first token "
-              f"{row['qa_train_first_token']['mean']:.1f}, exact {row['qa_train']['mean']:.1f}; P_test "
-              f"{row['qa_test']['mean']:.1f}", flush=True)
-
-
-def finetune_grid_markdown(path):
-    """The Figure 2 grid: a line a recipe and number of epochs, each seed's number in a cell, the paper's beside."""
-    rows, _ = all_seeds(path)
-    lines = ["## QA finetuning recipes on bioS single (paper Figure 2)", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py finetune-grid` (another seed: `--seed N "
-             "--out results/seedN`, beside that seed's reproduce). One pretrained bioS single model a "
-             "seed, QA-finetuned on P_train with each recipe: the preset's optimiser (lr 3e-4 was best for LoRA too on "
-             "held-out P_train people: notes below) and 10 epochs unless the line says more; LoRA freezes the base "
-             "and merges the adapters on save. Accuracy in %, mean of the six attributes, each seed's number then "
-             "their mean. Paper (Figure 2(a), GPT-2 124M, about 8 epochs of its 50,000 people's questions): only full "
-             "finetuning fits P_train, 98.9% (first token), its LoRA cells 21.0-27.3% (up to 40.7% at higher ranks "
-             "than these); P_test 7.5-10.5% with every recipe. " + provenance(rows), "",
-             "| recipe | lr | epochs | steps | seeds | P_train first token | P_train exact | **P_test exact** | "
-             "paper: P_train first token, P_test | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
-    groups = grouped(rows, lambda r: (r["recipe"], r["lr"], r["passes"]))
-    for (recipe, lr, epochs), runs in groups.items():
+def finetune_grid_markdown(results):
+    rows = results.lines("finetune_grid.jsonl")
+    if not rows:
+        return ""
+    table = []
+    for (recipe, lr, epochs), runs in grouped(rows, ("recipe", "lr", "passes")).items():
         paper = PAPER_FINETUNE.get((runs[0]["lora_qv"], runs[0]["lora_emb"]), (None, None))
-        lines.append(f"| {recipe} | {lr:g} | {epochs:g} | {seed_cells(runs, lambda r: str(r['steps']))} | "
-                     f"{seed_cells(runs, lambda r: str(r['seed']))} | {qa_cell(runs, 'qa_train_first_token')} | "
-                     f"{qa_cell(runs, 'qa_train')} | **{qa_cell(runs)}** | {fmt(paper[0])}, {fmt(paper[1])} | "
-                     f"{seed_cells(runs, lambda r: fmt(r['minutes']))} |")
-    test = [qa_mean(runs) for runs in groups.values()]
-    full = {epochs: qa_mean(runs, "qa_train_first_token") for (recipe, _, epochs), runs in groups.items()
-            if recipe == "full finetuning"}
-    fitted = [e for e, v in sorted(full.items()) if v >= 95]
-    lines += ["", f"P_test stays at {min(test):.1f}-{max(test):.1f}% (seeds' mean) whatever the recipe, as in the "
-                  "paper. Full finetuning's P_train first-token accuracy against epochs: "
-              + ", ".join(f"{e:g} epochs {v:.1f}" for e, v in sorted(full.items()))
-              + (f"; it fits P_train (at least 95%) from {fitted[0]:g} epochs, as the paper's 98.9%." if fitted else
-                 "; it does not reach the paper's 98.9% at any number of epochs here.")]
-    return "\n".join(lines) + "\n"
-
-# ----------------------------------------------------------------------------------------------------------------------
-# --- mixed training: the QA ratio (Figure 10) and larger budgets
-
-# `qa-ratio` (Figure 10): mixed training on bioS single at each QA ratio, at the preset, the biographies getting the
-# preset's passes at every ratio (the steps scaled by 1 / (1 - QAr)). With the biography passes fixed, a higher ratio
-# also shows the QA more often (QA windows per biography window: QAr / (1 - QAr), 0.11 at 0.1, 4 at 0.8); the last
-# points keep QAr 0.4 and 0.6 but give them the biography passes at which their QA is seen as often as at 0.8
-# (360 x 0.4 / 0.6 = 160 x 0.6 / 0.4 = 60 x 0.8 / 0.2), to tell the share from the repetition.
-QA_RATIO_SWEEP = [dict(qa_ratio=r) for r in (0.1, 0.2, 0.4, 0.6, 0.8)] + [
-    dict(qa_ratio=0.4, passes=360), dict(qa_ratio=0.6, passes=160)]
-PAPER_QA_RATIO = {0.1: 24.5, 0.2: 53.6, 0.4: 77.5, 0.6: 87.1, 0.8: 85.7}  # Figure 10, P_test mean
-
-# `headline-choice`: the configurations of the headline's mixed row that fit `make reproduce`'s 20 minutes on 2 cores
-# (the same steps: people x passes held), each trained with 20% of its P_train people's QA held out, which is what
-# the choice is made on; P_test is shown, never chosen on. Run with --seed 0 and --seed 1. The recipe candidates keep
-# the preset's people and steps and change one thing: weight decay, learning rate (the earlier sweep's best recipe
-# changes), or a larger QA share with the biographies' passes cut to keep the steps (45 / 0.15 = 60 / 0.2).
-HEADLINE_CANDIDATES = [dict(people=n, passes=p, holdout=0.2) for n, p in ((1000, 60), (500, 120), (1500, 40))] + [
-    dict(people=1000, passes=60, holdout=0.2, weight_decay=0.5), dict(people=1000, passes=60, holdout=0.2, lr=6e-3),
-    dict(people=1000, passes=45, holdout=0.2, qa_ratio=0.85)]
-
-# `packing`: whole-entry packing (the default) against windows cut anywhere (stream), on the headline's rows: mixed
-# training and bio pretraining + QA finetuning, seeds 0 and 1, the cpu preset.
-PACKING_ROWS = [(s, m, p, seed) for s, m in (("single", "mixed"), ("single", "qa_finetune"),
-                                              ("multi5+permute+fullname", "qa_finetune"),
-                                              ("multi5+permute+fullname", "mixed"))
-                for p in ("stream", "entries") for seed in (0, 1)]
+        table.append([recipe, f"{lr:g}", f"{epochs:g}", ", ".join(str(r["seed"]) for r in runs),
+                      qa_cell(runs, "qa_train_first_token"), qa_cell(runs, "qa_train"),
+                      f"**{qa_cell(runs)}**", f"{fmt(paper[0])}, {fmt(paper[1])}"])
+    full, _ = grid_fit(rows)
+    command = "python experiments/tables.py finetune-grid [--seed 1 --out results/seed1]"
+    caption = (f"{provenance(rows, command)} One pretrained bioS single model a seed, QA-finetuned "
+               "on P_train by each recipe (10 epochs unless the line says more); LoRA freezes the "
+               "base. Paper: Figure 2(a), about 8 epochs.")
+    fit = ", ".join(f"{e:g} epochs {v:.1f}" for e, v in sorted(full.items()))
+    header = ["recipe", "lr", "epochs", "seeds", "P_train first token", "P_train exact",
+              "**P_test exact**", "paper: P_train first token, P_test"]
+    return section("grid", caption, markdown_table(header, table),
+                   [f"Full finetuning's P_train first token against epochs: {fit}."])
 
 
-def packing_table(preset, seed, out, device, quiet=False, jobs=1):
-    """PACKING_ROWS -> OUT/packing.jsonl, a line a run as it finishes; runs already there are kept."""
-    path = os.path.join(out, "packing.jsonl")
-    kept = jsonl_lines(path)
-    done = {(r["setting"], r["method"], r["packing"], r["seed"]) for r in kept}
-    tasks = [dict(setting=s, method=m, seed=sd, train_overrides=dict(packing=p),
-                  work=os.path.join(out, "work", "packing", f"{p}-seed{sd}")) for s, m, p, sd in PACKING_ROWS
-             if (s, m, p, sd) not in done]
-    for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "packing"):
-        kept.append(table_line(row, preset, task["seed"], packing=task["train_overrides"]["packing"]))
-        rewrite_jsonl(path, sorted(kept, key=lambda r: PACKING_ROWS.index(
-            (r["setting"], r["method"], r["packing"], r["seed"]))))
-        print(f"{row['setting']:>24} {row['method']:<12} {task['train_overrides']['packing']:<8} seed {task['seed']}: "
-              f"memorised {memorised_cell(row)}, P_test {row['qa_test']['mean']:.1f}", flush=True)
-
-
-def packing_markdown(path):
-    rows = read_jsonl(path)
-    lines = ["## Packing: whole entries against windows cut anywhere", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py packing`. The cpu preset (N = 1,000, "
-             "context 128, 60 biography passes; mixed: QAr 0.8, the steps scaled so the biographies get those "
-             "passes). `stream` cuts windows anywhere, so a later sentence can land in another window than its "
-             "person's name (44% of entries are cut at 128 tokens); `entries` packs whole entries only, padding the "
-             "rest of the window. P_test QA mean in %, each seed. " + provenance(rows), "",
-             "| setting | method | packing | steps | memorised P_train / P_test | P_train QA | **P_test QA** | paper |",
-             "|---|---|---|---|---|---|---|---|"]
-    for (setting, method, packing), rs in grouped(rows, lambda r: (r["setting"], r["method"], r["packing"])).items():
-        paper = PAPER_TABLE[setting][method == "mixed"][0]
-        lines.append(f"| {setting} | {method} | {packing} | {seed_cells(rs, lambda r: str(r['pretrain_steps']))} | "
-                     f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
-                     f"**{qa_cell(rs)}** | {fmt(paper)} |")
-    return "\n".join(lines) + "\n"
-
-
-# `scale`: where mixed training on bioS single starts to work. Each point a set of overrides of the cpu preset, run
-# for seeds 0 and 1; biographies get 60 passes (budget "bio") unless the point says, QAr 0.8. `where` says which
-# machine it is sized for: the gpu points ran (or wait to run) 12 side by side on a GPU; the cpu points take 20-90
-# minutes a seed on one thread. The cpu point at N = 1,000 is the headline's mixed row (the QA-ratio sweep's QAr 0.8
-# runs are the same configuration): the GPU's bf16 runs differ from the CPU's, so passes are compared on one machine.
-# Then the headline's row with the weight decay that `headline-choice` ranked first on held-out people, and depth
-# (2, 4, 6, 8 layers) at N = 500 with whole entries, all on one CPU (the gpu depth points cut windows anywhere).
-SCALE_POINTS = [dict(people=n, packing=p, **kw, where=w) for n, p, kw, w in [
-    (500, "stream", {}, "gpu"), (1000, "stream", {}, "gpu"), (1000, "entries", {}, "gpu"),
-    (500, "stream", dict(n_layer=4), "gpu"), (500, "stream", dict(n_embd=256), "gpu"),
-    (500, "entries", {}, "gpu"), (500, "stream", dict(block_size=512, batch_size=2), "gpu"),
-    (500, "stream", dict(n_layer=4, n_embd=256), "gpu"), (500, "stream", dict(n_layer=8), "gpu"),
-    (1000, "stream", dict(n_layer=4), "gpu"), (1000, "stream", dict(n_embd=256), "gpu"),
-    (1000, "entries", dict(n_layer=4), "gpu"),
-    (2000, "entries", dict(n_embd=256), "gpu"), (8000, "entries", {}, "gpu"),
-    (1000, "entries", dict(n_embd=256), "cpu"), (2000, "entries", {}, "cpu"), (4000, "entries", {}, "cpu"),
-    (1000, "entries", {}, "cpu"), (1000, "entries", dict(passes=120), "cpu"),
-    (500, "entries", dict(passes=120), "cpu"), (1000, "entries", dict(weight_decay=0.5), "cpu"),
-    (500, "entries", {}, "cpu"), (500, "entries", dict(n_layer=4), "cpu"), (500, "entries", dict(n_layer=6), "cpu"),
-    (500, "entries", dict(n_layer=8), "cpu"), (500, "entries", dict(n_embd=256), "cpu"),
-    (500, "entries", dict(n_embd=192), "cpu"), (500, "entries", dict(n_embd=64), "cpu")]]
-SCALE_SEEDS = (0, 1)
-
-# The earlier mixed-training sweep (`mixed-sweep`): bioS single, mixed training, its passes counting every window
-# (budget "all"), each line a set of overrides of the cpu preset; one seed. Passes and width were the levers.
-MIXED_SWEEP = [dict(people=n, passes=p, budget="all", **kw) for n, p, kw in [
-    (500, 200, {}), (500, 400, {}), (1000, 100, {}), (1000, 200, {}), (1000, 400, {}), (2000, 200, {}),
-    (4000, 200, {}), (8000, 100, {}), (1000, 100, dict(n_layer=1)), (1000, 200, dict(n_layer=4)),
-    (2000, 200, dict(n_layer=4)), (1000, 100, dict(n_embd=192)), (1000, 100, dict(n_embd=256, lr=2e-3)),
-    (2000, 200, dict(n_embd=256, lr=2e-3)), (1000, 100, dict(n_head=2)), (1000, 100, dict(n_head=8)),
-    (1000, 100, dict(rotary_frac=1.0)), (1000, 100, dict(lr=6e-3)), (1000, 100, dict(lr=1e-2, warmup_steps=100)),
-    (2000, 200, dict(lr=1e-3)), (1000, 100, dict(weight_decay=0.0)), (1000, 100, dict(weight_decay=0.5)),
-    (1000, 100, dict(batch_size=4, lr=2e-3)), (1000, 100, dict(qa_ratio=0.5))]]
-SWEEP_FIELDS = ("people", "n_layer", "n_head", "n_embd", "passes", "lr", "batch_size", "block_size", "weight_decay",
-                "qa_ratio", "rotary_frac", "budget", "packing")
-
-
-def mixed_sweep(preset, seed, out, device, quiet=False, sweep=None, name="mixed_sweep.jsonl", resume=False, jobs=1):
-    """Mixed training on bioS single for each set of overrides (MIXED_SWEEP by default), one JSON line a run in
-    OUT/NAME with its configuration, seed, memorisation and QA, appended to what is there; with resume, a run whose
-    line (same overrides and seed) is there already is not run again, so a killed sweep continues."""
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, name)
-    kept = jsonl_lines(path)
-    there = lambda o: any((r["preset"], r["seed"]) == (preset, seed)  # noqa: E731
-                          and all(r["config"].get(k) == v for k, v in o.items()) for r in kept)
-    sweep = MIXED_SWEEP if sweep is None else sweep
-    tasks = [dict(setting="single", method="mixed", train_overrides=o, work=os.path.join(out, "work", f"sweep-{i}"))
-             for i, o in enumerate(sweep) if not (resume and there(o))]
-    for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "mixed sweep"):
-        kept.append(sweep_line(row, task["train_overrides"], preset, seed, device))
-        rewrite_jsonl(path, kept)
-        print(f"mixed {json.dumps(task['train_overrides'])}: memorised {memorised_cell(row)}, P_test "
-              f"{row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)", flush=True)
-
-
-def pretraining_config(preset, method, seed, device, overrides):
-    """The configuration bk.pretrained_run trains for METHOD (bio pretraining for qa_finetune, mixed training for
-    mixed), so a result line records the run as it was trained."""
-    return bk.resolve_config(preset, "train", seed=seed, device=device,
-                             mode="bio" if method == "qa_finetune" else "mixed", **overrides)
-
-
-def sweep_line(row, overrides, preset, seed, device):
-    cfg = pretraining_config(preset, "mixed", seed, device, overrides)
-    return dict({k: getattr(cfg, k) for k in SWEEP_FIELDS}, steps=row["pretrain_steps"],
-                **{k: row[k] for k in ("bio_memorization", "memorization_p_train", "memorization_p_test",
-                                       "qa_train", "qa_test", "minutes", "hardware", "qa_holdout") if k in row},
-                seed=seed, preset=preset, config=dataclasses.asdict(cfg), bioknow=bk.VERSION, commit=git_commit())
-
-
-def scale_study(preset, seed, out, device, quiet=False, jobs=1):
-    """SCALE_POINTS sized for this device (cpu, or gpu for CUDA) x SCALE_SEEDS (`seed` is not used) ->
-    OUT/mixed_scale.jsonl, a line a run as it finishes; runs already there (same overrides and seed) are kept. Each
-    point's seeds run one after the other, points in their order."""
-    os.makedirs(out, exist_ok=True)
-    path, dev = os.path.join(out, "mixed_scale.jsonl"), bk.pick_device(device)
-    kept = jsonl_lines(path)
-    done = {(json.dumps(r["overrides"], sort_keys=True), r["seed"], r["where"]) for r in kept}
-    where = "gpu" if bk.device_type(dev) == "cuda" else "cpu"
-    tasks = []
-    for point in SCALE_POINTS:
-        overrides = {k: v for k, v in point.items() if k != "where"}
-        key = json.dumps(overrides, sort_keys=True)
-        name = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
-        tasks += [dict(setting="single", method="mixed", train_overrides=overrides, seed=s,
-                       work=os.path.join(out, "work", "scale", f"{name}-seed{s}"))
-                  for s in SCALE_SEEDS if point["where"] == where and (key, s, where) not in done]
-    for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "scale"):
-        overrides = task["train_overrides"]
-        kept.append(dict(sweep_line(row, overrides, preset, task["seed"], device),
-                         overrides=overrides, where=where))
-        rewrite_jsonl(path, kept)
-        print(f"scale {json.dumps(overrides)} seed {task['seed']}: memorised {memorised_cell(row)}, P_test "
-              f"{row['qa_test']['mean']:.1f} ({row['minutes']:.1f} min)", flush=True)
-
-
-def sweep_columns(r):
-    """The shape of a sweep line: people, layers x width, context x batch, lr / wd, packing and the mixed budget."""
-    return (f"| {r['people']} | {r['n_layer']}x{r['n_embd']} | {r.get('block_size', 128)}x{r['batch_size']} | "
-            f"{r['lr']:g} / {r['weight_decay']:g} | {r.get('packing', 'stream')} | {r['passes']:g} "
-            f"{r.get('budget', 'all')} |")
-
-
-def scale_markdown(path):
-    rows = read_jsonl(path)
-    groups = grouped(sorted(rows, key=lambda r: r["seed"]), lambda r: (json.dumps(r["overrides"], sort_keys=True),
-                                                                     r["where"]))
-    lines = ["## Mixed training: where it starts to work", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py scale` (`--device cuda` for the larger "
-             "points). bioS single, mixed training from scratch, QAr 0.8, the biographies getting the passes of "
-             "the passes column (the steps scaled by 1 / (1 - QAr)), the cpu preset otherwise; "
-             "P_test QA mean in %, each seed's number, then the mean. Paper: 86.6% (GPT-2 124M, N = 100,000). "
-             + provenance(rows), "",
-             "| people | layers x width | context x batch | lr / wd | packing | passes (budget) | seeds | memorised "
-             "P_train / P_test | P_train QA | **P_test QA** | paper | minutes | hardware |", "|" + "---|" * 13]
-    shape = ("people", "n_layer", "n_embd", "block_size", "packing", "passes")
-    for key, rs in sorted(groups.items(), key=lambda kv: [str(kv[1][0].get(k)).zfill(6) for k in shape]):
-        lines.append(sweep_columns(rs[0]) + f" {seed_cells(rs, lambda r: str(r['seed']))} | "
-                     f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
-                     f"**{qa_cell(rs)}** | 86.6 | {sum(r['minutes'] for r in rs):.1f} | {rs[0]['hardware']} |")
-    best = max(groups.values(), key=qa_mean)
-    machine = lambda rs: rs[0]["hardware"].split(",")[0]  # noqa: E731  "cpu (its model)" or the card's name
-    lines += ["", f"Best: {qa_mean(best):.1f}% (" + sweep_columns(best[0]).strip("| ").replace(" | ", ", ")
-              + "), against the paper's 86.6%."]
-    curve = sorted(((rs[0]["people"], rs) for rs in groups.values()  # the cpu preset but for N, whole entries
-                    if set(rs[0]["overrides"]) == {"people", "packing"} and rs[0]["packing"] == "entries"),
-                   key=lambda c: (c[0], c[1][0]["where"]))
-    if len(curve) > 1:
-        lines += ["", "P_test against people (2x128, whole entries, seeds' mean): " + ", ".join(
-            f"{n:,} {mean_marked(rs)} ({machine(rs)})" for n, rs in curve) + "; the paper: 86.6 at 100,000."]
-    for field, unit, title in (("passes", "passes", "biography passes (2x128, whole entries, seeds' mean; the paper "
-                                                     "trains ~108)"),
-                               ("n_layer", "layers", "depth (width 128, whole entries, 60 passes, seeds' mean; the "
-                                                     "paper has 12)"),
-                               ("n_embd", "wide", "width (2 layers, whole entries, 60 passes, seeds' mean; the "
-                                                  "paper has 768)")):
-        curves = curves_along(groups, field, unit, machine)
-        lines += ["", f"P_test against {title}: " + "; ".join(curves) + "."] if curves else []
-    shown = lambda r: meets_threshold(dict(r, setting="single", method="mixed"))  # noqa: E731
-    points = lambda gs: "; ".join(sweep_columns(rs[0]).strip("| ").replace(" | ", ", ")  # noqa: E731
-                                  + f" ({qa_cell(rs)}, {machine(rs)})" for rs in gs)
-    every = [rs for rs in groups.values() if all(map(shown, rs))]
-    some = [rs for rs in groups.values() if any(map(shown, rs)) and not all(map(shown, rs))]
-    lines += ["", f"The headline's target for mixed training ({THRESHOLDS['single', 'mixed']}, on every seed): "
-              + (f"reached at {points(every)}" if every else "reached at no point on every seed")
-              + (f"; on some seeds at {points(some)}" if some else "") + "." + probed_mixed(path, shown, machine)]
-    return "\n".join(lines) + "\n"
-
-
-def probed_mixed(path, shown, machine):
-    """The bioS single mixed runs `probe-scale` trains (beside PATH) with the same recipe, where they meet the target
-    on every seed (a seed repeats a run bitwise only on one CPU model, so the two files may disagree)."""
-    probed = os.path.join(os.path.dirname(path), "probe_scale.jsonl")
-    rows = [r for r in read_jsonl(probed) if (r["setting"], r["method"]) == ("single", "mixed")] \
-        if os.path.isfile(probed) else []
-    groups = grouped(sorted(rows, key=lambda r: r["seed"]),
-                     lambda r: probe_scale_key(r["setting"], r["method"], r["overrides"]))
-    met = [f"N = {rs[0]['config']['people']:,}, {rs[0]['n_layer']}x{rs[0]['n_embd']} ({qa_cell(rs)}, {machine(rs)})"
-           for rs in groups.values() if len(rs) > 1 and all(map(shown, rs))]
-    return f" The same recipe in `probe_scale.jsonl` reaches it on every seed at {'; '.join(met)}." if met else ""
-
-
-def curves_along(groups, field, unit, machine):
-    """A curve a population: the seeds' mean P_test against FIELD (passes, n_layer or n_embd), the cpu preset
-    otherwise and whole entries; shown where the field takes more than one value."""
-    kept = sorted((rs for rs in groups.values() if rs[0]["packing"] == "entries"
-                   and set(rs[0]["overrides"]) <= {"people", "packing", field}),
-                  key=lambda rs: (rs[0]["people"], rs[0][field]))
-    return [f"N = {n:,}: " + ", ".join(f"{rs[0][field]:g} {unit} {mean_marked(rs)} ({machine(rs)})" for rs in runs)
-            for n, runs in grouped(kept, lambda rs: rs[0]["people"]).items()
-            if len({rs[0][field] for rs in runs}) > 1]
-
-
-def mean_marked(runs):
-    """The seeds' mean P_test, marked where a seed's biographies are not memorised."""
-    return f"{qa_mean(runs):.1f}" + ("" if all(map(is_memorised, runs)) else " (not memorised)")
-
-
-def mixed_sweep_markdown(path):
-    """A table of mixed-training runs (one JSON object a line, as `reproduce_row` returns plus the run's shape)."""
-    rows = read_jsonl(path)
-    lines = ["## Mixed training: the earlier sweep", "",
-             f"From `{os.path.basename(path)}` (raw numbers, one run a line, one seed). bioS single, mixed training "
-             "from scratch, passes counting every window (budget `all`: at QAr 0.8 the biographies get a fifth of "
-             "them); P_test QA mean in %. Regenerate with `python experiments/tables.py mixed-sweep` (the "
-             "`MIXED_SWEEP` list: overrides of the `cpu` preset), then `tables.py report`. Hardware and minutes as "
-             "recorded in the file; lines without a `bioknow` version ran on 0.1.0 (another data order, the tanh "
-             "GELU, an unpadded embedding): comparable in trend, not to the digit.", "",
-             "| people | layers x width | heads | rotary | passes | steps | lr | wd | QAr | batch | memorised | "
-             "P_train | P_test | minutes | hardware |", "|" + "---|" * 15]
-    for r in rows:
-        lines.append(f"| {r['people']} | {r['n_layer']}x{r['n_embd']} | {r['n_head']} | {r['rotary_frac']:g} | "
-                     f"{r['passes']:g} | {r['steps']} | "
-                     f"{r['lr']:g} | {r['weight_decay']:g} | {r['qa_ratio']:g} | {r['batch_size']} | "
-                     f"{memorised_cell(r)} | {r['qa_train']['mean']:.1f} | **{r['qa_test']['mean']:.1f}** | "
-                     f"{r['minutes']:.1f} | {r['hardware']} |")
-    best = max(rows, key=lambda r: r["qa_test"]["mean"])
-    lines += ["", f"Best P_test {best['qa_test']['mean']:.1f}% (N = {best['people']}, {best['passes']:g} passes, "
-                  f"{best['n_layer']}x{best['n_embd']}), against the paper's 86.6% for mixed training on bioS single: "
-                  "P_test rises with passes and width; at this budget rule no run reaches the paper's level."]
-    return "\n".join(lines) + "\n"
-
-
-def headline_choice_markdown(path):
-    rows = read_jsonl(path)
-    recipe = lambda r: (r["people"], r["passes"], r["qa_ratio"], r["lr"], r["weight_decay"])  # noqa: E731
-    groups = grouped(sorted(rows, key=lambda r: r["seed"]), recipe)
-    lines = ["## Choosing the headline's mixed row on held-out P_train people", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py headline-choice` (and `--seed 1`). bioS "
-             "single, mixed training, the cpu preset but for the columns' people, biography passes, QA ratio, "
-             "learning rate and weight decay, chosen so that every candidate takes the headline's steps and fits "
-             "`make reproduce`; 20% of the P_train people's QA held out of training (so P_test lies below the "
-             "headline's, which trains on all of it). The choice is made on the held-out people's QA; P_test is "
-             "shown beside it, not used. Each cell a seed, in seed order. " + provenance(rows), "",
-             "| people | passes | QAr | lr | wd | seeds | memorised P_train / P_test | **held-out P_train QA** | "
-             "against the preset, seed by seed | P_test QA | paper P_test | minutes |", "|" + "---|" * 12]
-    preset = recipe(dataclasses.asdict(bk.resolve_config(rows[0]["preset"])))
-    base = {r["seed"]: r["qa_holdout"]["mean"] for r in groups.get(preset, [])}
-    gain = lambda rs: [r["qa_holdout"]["mean"] - base[r["seed"]] for r in rs if r["seed"] in base]  # noqa: E731
-    signed = lambda ds: ", ".join(f"{d:+.1f}" for d in ds)  # noqa: E731
-    for key, rs in groups.items():
-        lines.append("| " + " | ".join([str(key[0])] + [f"{v:g}" for v in key[1:]]) + " | "
-                     f"{seed_cells(rs, lambda r: str(r['seed']))} | {seed_cells(rs, memorised_cell)} | "
-                     f"**{qa_cell(rs, 'qa_holdout')}** | {'the preset' if key == preset else signed(gain(rs))} | "
-                     f"{qa_cell(rs)} | 86.6 | {seed_cells(rs, lambda r: format(r['minutes'], '.1f'))} |")
-    held = lambda rs: qa_mean(rs, "qa_holdout")  # noqa: E731
-    ranked = sorted(groups.items(), key=lambda kv: -held(kv[1]))
-    name = lambda k: f"N = {k[0]:,} at {k[1]:g} passes, QAr {k[2]:g}, lr {k[3]:g}, wd {k[4]:g}"  # noqa: E731
-    top, best = ranked[0]
-    lines += ["", f"Highest on held-out P_train people: {name(top)} ({held(best):.1f}% over "
-                  f"{len(best)} seed{'s' if len(best) > 1 else ''})."]
-    spread = max(np.ptp([r["qa_holdout"]["mean"] for r in rs]) for _, rs in ranked)
-    if len(ranked) > 1 and len(best) > 1 and held(best) - held(ranked[1][1]) < spread:
-        lines[-1] += (f" The next, {name(ranked[1][0])}, gives {held(ranked[1][1]):.1f}%: closer than the seeds "
-                      f"of one candidate lie apart (up to {spread:.1f} points), so no candidate is shown to be "
-                      "better.")
-    if top != preset and len(gain(best)) > 1 and min(gain(best)) > 0:
-        lines[-1] += (f" Seed by seed (the same data and initialisation), it is above the preset's recipe on every "
-                      f"seed ({signed(gain(best))} points).")
-    return "\n".join(lines) + "\n"
-
-
-def qa_exposure(row):
-    """How often a mixed run shows its QA, in passes over the biographies' windows: passes x QAr / (1 - QAr)."""
-    return row["passes"] * row["qa_ratio"] / (1 - row["qa_ratio"])
-
-
-def qa_ratio_markdown(path):
-    rows = read_jsonl(path)
-    lines = ["## Mixed training and the QA ratio (Figure 10)", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py qa-ratio` (add `--seed 1` for the "
-             "second seed). bioS single, mixed training from scratch at the preset, QAr = the probability that a "
-             "window is QA; the biographies get the passes of the column at every ratio unless the budget column "
-             "says `all` (passes counting every window); QA seen: passes x QAr / (1 - QAr), how often the QA is "
-             "shown against the biographies' windows. Each cell a seed, in seed order. Accuracy in %. "
-             + provenance(rows), "",
-             "| QAr | budget | passes | QA seen | steps | memorised | P_train | **P_test** | paper P_test | minutes |",
-             "|" + "---|" * 10]
-    runs = grouped(sorted(rows, key=lambda r: (r["qa_ratio"], r["passes"], r["seed"])),
-                   lambda r: (r["qa_ratio"], r["passes"]))
+def ratio_curve(rows):
+    """The preset's passes (the most common), and {QAr: [lines]} at them: Figure 10's curve."""
     counts = [r["passes"] for r in rows]
-    fixed = max(set(counts), key=counts.count)  # the preset's passes: the curve the paper's Figure 10 draws
-    for (q, passes), rs in runs.items():
-        lines.append(f"| {q:g} | {rs[0].get('budget', 'all')} | {passes:g} | {qa_exposure(rs[0]):.0f} | "
-                     f"{seed_cells(rs, lambda r: str(r['steps']))} | "
-                     f"{seed_cells(rs, memorised_cell)} | {seed_cells(rs, lambda r: fmt(r['qa_train']['mean']))} | "
-                     f"**{qa_cell(rs)}** | {fmt(PAPER_QA_RATIO.get(q) if passes == fixed else None)} | "
-                     f"{seed_cells(rs, lambda r: format(r['minutes'], '.1f'))} |")
-    ours = [(q, qa_mean(rs)) for (q, passes), rs in runs.items() if passes == fixed]
-    seeds = sorted({r["seed"] for r in rows})
-    below = all(v < PAPER_QA_RATIO.get(q, 101) for q, v in ours)
-    lines += ["", f"P_test from the lowest to the highest ratio at {fixed:g} passes ("
-              f"{'mean over seeds ' if len(seeds) > 1 else 'seed '}{', '.join(map(str, seeds))}): {ours[0][1]:.1f} "
-              f"-> {ours[-1][1]:.1f}% ({'rises' if ours[-1][1] > ours[0][1] + 5 else 'does not rise'}; the paper "
-              f"24.5 -> 85.7, most of it by 0.4); {'below' if below else 'not below'} the paper at every ratio."
-              + (" One seed a ratio: seeds of the same run differ by up to 20 points at this size (the scale table)."
-                 if len(seeds) < 2 else "")]
-    cells = lambda ks: "; ".join(f"QAr {q:g} at {p:g} passes {qa_cell(runs[(q, p)])}"  # noqa: E731
-                                 for q, p in sorted(ks))
-    matched = grouped([k for k in runs if k[1] != fixed], lambda k: qa_exposure(runs[k][0]))
-    for seen, keys in matched.items():
-        ref = [k for k in runs if k[1] == fixed and abs(qa_exposure(runs[k][0]) - seen) < 1e-6]
-        if ref:
-            lines += ["", f"The share or the repetition, the QA seen as often ({seen:.0f}) at every ratio: "
-                          f"{cells(keys + ref)}; at {fixed:g} passes: "
-                          f"{cells([(q, fixed) for q, _ in keys if (q, fixed) in runs])}."]
-    return "\n".join(lines) + "\n"
+    fixed = max(set(counts), key=counts.count)
+    groups = grouped(sorted(rows, key=lambda r: (r["qa_ratio"], r["seed"])), ("qa_ratio", "passes"))
+    return fixed, {q: rs for (q, passes), rs in groups.items() if passes == fixed}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# --- the probe recipe (Appendix E): accuracy against training steps, on held-out P_train people
+def qa_ratio_markdown(results):
+    rows = results.lines("qa_ratio.jsonl")
+    if not rows:
+        return ""
+    fixed, _ = ratio_curve(rows)
+    groups = grouped(sorted(rows, key=lambda r: (r["qa_ratio"], r["passes"], r["seed"])),
+                     ("qa_ratio", "passes"))
+    table = [[f"{q:g}", f"{passes:g}", f"{passes * q / (1 - q):.0f}",
+              ", ".join(memorised_cell(r) for r in rs), f"**{qa_cell(rs)}**",
+              fmt(PAPER_QA_RATIO.get(q) if passes == fixed else None)]
+             for (q, passes), rs in groups.items()]
+    caption = (f"{provenance(rows, 'python experiments/tables.py qa-ratio [--seed 1]')} bioS "
+               "single, mixed training, the biographies getting the column's passes at every "
+               "ratio; QA seen: passes x QAr / (1 - QAr). Each seed's P_test, then the mean.")
+    return section("qa_ratio", caption, ["![P_test against the QA ratio](qa_ratio.png)"],
+                   markdown_table(["QAr", "passes", "QA seen", "memorised", "**P_test**", "paper"],
+                                  table))
 
-# `probe-curve`: on the headline's pretrained models (WORK = OUT/work, from `bioknow.py reproduce`), Q-probes (both
-# read positions) and P-probes (their cheaper first phase only: 0 joint steps) with both read-outs, scored on 20% of
-# P_train people held out from probe training: the curve a recipe is chosen from; P_test is not used.
-PROBE_CURVE = dict(models=("single", "multi5+permute+fullname"), q_steps=(0, 100, 400, 1600), p_steps=(0,),
-                   readouts=("linear", "candidates"), q_reads=("name", "end"))
+
+def scale_groups(rows):
+    """{(overrides, machine): [seeds' lines]}: a point of the scale study on one machine."""
+    groups = {}
+    for r in sorted(rows, key=lambda r: r["seed"]):
+        key = json.dumps(plain(r["overrides"]), sort_keys=True), machine(r)
+        groups.setdefault(key, []).append(r)
+    return groups
 
 
-def probe_curve(preset, seed, out, device, quiet=False, jobs=1):
-    """PROBE_CURVE -> OUT/probe_curve.jsonl (rewritten whole): held-out P_train accuracy of each probe by steps."""
-    work, path, lines = os.path.join(out, "work"), os.path.join(out, "probe_curve.jsonl"), []
-    runs = [(s, os.path.join(work, f"{s}-qa_finetune"), os.path.join(work, f"data-{s}")) for s in PROBE_CURVE["models"]]
-    missing = [r for _, r, _ in runs if not os.path.isfile(os.path.join(r, "model.pt"))]
-    if missing:
-        raise bk.UserError(f"no pretrained model at {missing[0]} (run `python bioknow.py reproduce --out {out}` first)")
-    grid = [(s, r, d, "q", steps, readout, read) for s, r, d in runs for readout in PROBE_CURVE["readouts"]
-            for read in PROBE_CURVE["q_reads"] for steps in PROBE_CURVE["q_steps"]]
-    grid += [(s, r, d, "p", steps, readout, "name") for s, r, d in runs for readout in PROBE_CURVE["readouts"]
-             for steps in PROBE_CURVE["p_steps"]]
-    for setting, run, data_dir, kind, steps, readout, read in tqdm(grid, desc="probe curve", disable=quiet):
-        t0 = time.time()
-        result = bk.probe(run, data_dir, (kind,), steps, device, seed, True, q_read=read, readout=readout,
-                          holdout=0.2)
-        lines.append(dict(setting=setting, probe=kind, steps=steps, readout=readout, q_read=read,
-                          result=result[f"{kind}_probe"], minutes=round((time.time() - t0) / 60, 2), preset=preset,
-                          seed=seed, hardware=bk.hardware_name(bk.pick_device(device)), bioknow=bk.VERSION,
-                          commit=git_commit()))
-        rewrite_jsonl(path, lines)
+def scale_curves(rows, field):
+    """{(N, machine): [(FIELD's value, seeds' lines)]}: whole-entry points that differ from the
+    cpu preset in N and FIELD only (FIELD people: in N only), where FIELD takes several values."""
+    curves = {}
+    for runs in scale_groups(rows).values():
+        r = runs[0]
+        if r["packing"] == "entries" and set(r["overrides"]) <= {"people", "packing", field}:
+            n = None if field == "people" else r["people"]
+            curves.setdefault((n, machine(r)), []).append((r[field], runs))
+    return {k: sorted(v, key=lambda p: p[0]) for k, v in curves.items()
+            if len({p[0] for p in v}) > 1}
+
+
+SCALE_FIELDS = (("people", "people"), ("passes", "biography passes"), ("n_embd", "width"),
+                ("n_layer", "depth"))
+
+
+def scale_markdown(results):
+    rows = results.lines("mixed_scale.jsonl")
+    if not rows:
+        return ""
+    shape = ("people", "n_layer", "n_embd", "block_size", "packing", "passes")
+    groups = sorted(scale_groups(rows).values(),
+                    key=lambda rs: [str(rs[0].get(k)).zfill(6) for k in shape])
+    table = [[r["people"], f"{r['n_layer']}x{r['n_embd']}", f"{r['block_size']}x{r['batch_size']}",
+              f"{r['lr']:g} / {r['weight_decay']:g}", r["packing"], f"{r['passes']:g}", machine(r),
+              ", ".join(memorised_cell(x) for x in rs), f"**{qa_cell(rs)}**"]
+             for rs in groups for r in rs[:1]]
+    curves = []
+    for field, title in SCALE_FIELDS:
+        for (n, where), points in scale_curves(rows, field).items():
+            at = f"N = {n:,}, " if n else ""
+            values = ", ".join(f"{v:g} {mean_marked(rs)}" for v, rs in points)
+            curves.append(f"- P_test against {title} ({at}{where}): {values}.")
+    every = [f"{rs[0]['people']} people, {rs[0]['n_layer']}x{rs[0]['n_embd']}, {rs[0]['passes']:g} "
+             f"passes ({qa_cell(rs)})" for rs in groups if all(map(mixing_extracts, rs))]
+    target = (f"The headline's target for mixed training ({mixing_extracts.claim}) on every seed: "
+              f"{'; '.join(every) or 'at no point'}.")
+    command = "python experiments/tables.py scale [--device cuda]"
+    caption = (f"{provenance(rows, command)} bioS single, mixed training, QAr 0.8, the cpu preset "
+               "but for the columns; each seed's P_test, then the mean. Paper: "
+               f"{paper_qa('single', 'mixed')} at 12x768 and N = 100,000.")
+    header = ["people", "layers x width", "context x batch", "lr / wd", "packing", "passes",
+              "machine", "memorised", "**P_test QA**"]
+    return section("scale", caption,
+                   ["![P_test against people, passes, width and depth](mixed_scale.png)"],
+                   markdown_table(header, table), curves, [target])
 
 
 def probe_means(result, kind):
-    """A probe's first-token and whole-value means over attributes (P-probe: at each attribute's best position)."""
-    pick = (lambda v: v) if kind == "q" else (lambda row: max(row))
-    targets = [(t, a) for t, attrs in bk.PROBE_TARGETS.items() for a in attrs]
-    return {t: float(np.mean([pick(result[t][a] if kind == "q" else result[t][result["attributes"][t].index(a)])
-                              for tt, a in targets if tt == t])) for t in bk.PROBE_TARGETS}
-
-
-def probe_curve_markdown(path):
-    rows = read_jsonl(path)
-    lines = ["## The probe recipe: accuracy against steps (Appendix E)", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py probe-curve`. The headline's pretrained "
-             f"models; probes trained on 80% of P_train people ({rows[0]['result']['probe_people']}) and scored on the "
-             f"other 20% ({rows[0]['result']['scored_people']}), never on P_test. Steps: the joint phase (embedding "
-             f"update and read-outs) after {bk.PROBE_HEAD_STEPS} full-batch read-out steps. Mean over attributes of "
-             "first-token / whole-value accuracy in % (P-probe: each attribute's best position); `seen`: on the "
-             "held-out people whose value some probe-training person has. " + provenance(rows), "",
-             "| model | probe | read | read-out | steps | first token | whole value | whole value, seen | minutes |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        m, res = probe_means(r["result"], r["probe"]), r["result"]
-        seen = float(np.mean([res["seen"]["whole"][a] if r["probe"] == "q" else max(res["seen"]["whole"][a])
-                              for a in bk.PROBE_TARGETS["whole"]]))
-        lines.append(f"| {r['setting']} | {r['probe'].upper()} | {r['q_read'] if r['probe'] == 'q' else 'before each'} "
-                     f"| {r['readout']} | {r['steps']} | {m['first_token']:.1f} | {m['whole']:.1f} | {seen:.1f} | "
-                     f"{r['minutes']:.1f} |")
-    q = [r for r in rows if r["probe"] == "q"]
-    if q:
-        gain = max(probe_means(r["result"], "q")["whole"] - probe_means(s["result"], "q")["whole"] for r in q for s in q
-                   if s["steps"] == 0 and (s["setting"], s["readout"], s["q_read"]) == (r["setting"], r["readout"],
-                                                                                     r["q_read"]))
-        best = {s: max(probe_means(r["result"], "q")["whole"] for r in q if r["setting"] == s)
-                for s in dict.fromkeys(r["setting"] for r in q)}
-        lines += ["", f"Joint steps beyond the read-out fit lift no Q-probe by more than {gain:.1f} points; the best "
-                  "Q-probe whole-value mean of each model, over read positions, read-outs and steps: "
-                  + ", ".join(f"{s} {v:.1f}%" for s, v in best.items()) + "."]
-    return "\n".join(lines) + "\n"
-
-
-# `probe-scale` (Results 4-5 against scale): P- and Q-probes, with both read-outs, on the augmented model at two
-# widths, two depths and two budgets (the paper's multi5 sees each entry ~108 times; the preset's 60 passes over
-# single-sized data give it 12), on single after bio pretraining and after mixed training, on the mixed models of
-# the QA-ratio sweep (whose P_test QA spans 11-59%) and of the scale study at more people and at 4 layers: does
-# Q-probe accuracy grow with width, depth or training, and does it track QA? Overrides of the cpu preset; a finished
-# pretrained run already in the point's work directory with the same configuration is reused.
-PROBE_SCALE = [("multi5+permute+fullname", "qa_finetune", {}, (0, 1)),
-               ("multi5+permute+fullname", "qa_finetune", dict(n_embd=256), (0, 1)),
-               ("single", "qa_finetune", {}, (0, 1)), ("single", "mixed", {}, (0, 1))] + [
-    ("single", "mixed", dict(qa_ratio=q), (0,)) for q in (0.1, 0.2, 0.4, 0.6)] + [
-    ("multi5+permute+fullname", "qa_finetune", dict(n_layer=4), (0, 1)),
-    ("multi5+permute+fullname", "qa_finetune", dict(passes=300), (0, 1)),
-    ("multi5+permute+fullname", "qa_finetune", dict(people=2000), (0, 1))] + [
-    ("single", "mixed", dict(people=n), (0, 1)) for n in (2000, 4000)] + [
-    ("single", "mixed", dict(n_layer=4), (0, 1)), ("single", "mixed", dict(n_embd=256), (0, 1))]
-PROBE_SCALE_READOUTS = ("linear", "candidates")
-
-
-def probe_scale_key(setting, method, overrides):
-    """What names a probe-scale model, the seed aside (overrides as sorted JSON)."""
-    return setting, method, json.dumps(overrides, sort_keys=True)
-
-
-def probe_scale_work(out, setting, method, overrides, seed):
-    name = "-".join([setting, method] + [f"{k}{v}" for k, v in sorted(overrides.items())] + [f"seed{seed}"])
-    return os.path.join(out, "work", "probe-scale", name)
-
-
-def probe_scale(preset, seed, out, device, quiet=False, jobs=1):
-    """PROBE_SCALE (`seed` is not used: each point names its seeds) -> OUT/probe_scale.jsonl, a line a model as it
-    finishes; models already there (same setting, method, overrides and seed) are kept."""
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "probe_scale.jsonl")
-    kept = jsonl_lines(path)
-    done = {(*probe_scale_key(r["setting"], r["method"], r["overrides"]), r["seed"]) for r in kept}
-    tasks = [dict(setting=st, method=m, train_overrides=ov, seed=s, work=probe_scale_work(out, st, m, ov, s),
-                  reuse=True)
-             for st, m, ov, seeds in PROBE_SCALE for s in seeds
-             if (*probe_scale_key(st, m, ov), s) not in done]
-    reused = {t["work"]: os.path.isfile(os.path.join(t["work"], f"{t['setting']}-{t['method']}", "model.pt"))
-              for t in tasks}
-    for task, row in bk.run_rows(tasks, preset, seed, device, None, jobs, quiet, "probe scale"):
-        t0, run = time.time(), os.path.join(task["work"], f"{task['setting']}-{task['method']}")
-        probes = {r: bk.probe(run, os.path.join(task["work"], f"data-{task['setting']}"), ("p", "q"), device=device,
-                              seed=task["seed"], quiet=True, readout=r) for r in PROBE_SCALE_READOUTS}
-        cfg = pretraining_config(preset, task["method"], task["seed"], device, task["train_overrides"])
-        kept.append(dict(setting=task["setting"], method=task["method"], overrides=task["train_overrides"],
-                         seed=task["seed"], n_layer=cfg.n_layer, n_embd=cfg.n_embd, qa_ratio=cfg.qa_ratio,
-                         **{k: row[k] for k in ("memorization_p_train", "memorization_p_test", "qa_train", "qa_test",
-                                                "pretrain_steps")},
-                         probes=probes, pretraining_reused=reused[task["work"]],
-                         minutes=round(row["minutes"] + (time.time() - t0) / 60, 2), preset=preset,
-                         config=dataclasses.asdict(cfg), hardware=row["hardware"], bioknow=bk.VERSION,
-                         commit=git_commit()))
-        rewrite_jsonl(path, kept)
-        q = {r: probe_means(p["q_probe"], "q")["whole"] for r, p in probes.items()}
-        print(f"probe scale {task['setting']} {task['method']} {json.dumps(task['train_overrides'])} seed "
-              f"{task['seed']}: QA P_test {row['qa_test']['mean']:.1f}, Q-probe whole "
-              + " / ".join(f"{v:.1f}" for v in q.values()), flush=True)
+    """A probe's first-token and whole-value means over attributes (P: each one's best position)."""
+    means = {}
+    for target, attrs in bk.PROBE_TARGETS.items():
+        if kind == "q":
+            means[target] = float(np.mean([result[target][a] for a in attrs]))
+        else:
+            rows = [result[target][result["attributes"][target].index(a)] for a in attrs]
+            means[target] = float(np.mean([max(row) for row in rows]))
+    return means
 
 
 def p_probe_at(result, position):
-    """A P-probe's first-token mean over attributes at one read position (None: each attribute's own position)."""
+    """A P-probe's first-token mean at one read position (None: each attribute's own)."""
     firsts = result["first_token"]
-    return float(np.mean([row[position if position is not None else k] for k, row in enumerate(firsts)]))
+    picked = [row[k if position is None else position] for k, row in enumerate(firsts)]
+    return float(np.mean(picked))
 
 
-def unseen_share(result):
-    """The share of scored people whose whole value no probe-training person has, mean over attributes (%)."""
-    return float(np.mean(list(result["unseen_share"]["whole"].values())))
+def probe_scale_cells(row):
+    """P-probe at position 0 and at each attribute's own, Q-probe whole value; each read-out."""
+    measured = {k: (p_probe_at(p["p_probe"], 0), p_probe_at(p["p_probe"], None),
+                    probe_means(p["q_probe"], "q")["whole"]) for k, p in row["probes"].items()}
+    return [" / ".join(f"{measured[k][i]:.1f}" for k in PROBE_SCALE_READOUTS) for i in range(3)]
 
 
-def probe_scale_markdown(path):
-    rows = read_jsonl(path)
-    lines = ["## Probes against scale (Results 4-5)", "",
-             f"From `{os.path.basename(path)}`; `python experiments/tables.py probe-scale`. Pretrained models (before "
-             f"QA finetuning) of bioS, N people, probed as in the headline: trained on the P_train people (half of N), "
-             "scored on the P_test people (the other half); each cell linear classifier "
-             "/ candidate read-out (bioknow's addition: scored against the model's own embeddings of the values). "
-             "P-probe: first-token mean over the six attributes at position 0 and at each attribute's own position "
-             "(sentence order; for permuted biographies the attribute there varies). Q-probe: at the name's last "
-             "token, whole-value mean of five attributes. Minutes: this table's run of a row; a pretraining already "
-             "trained by the headline or the QA-ratio sweep, with the same configuration, is reused. Paper (12x768, "
-             "N = 100,000): multi5+permute P-probe ~100% at position 0, Q-probe whole value 91.0%; single 2.9%. "
-             + provenance(rows), "",
-             "| model | N | layers x width | passes | QAr | seed | memorised | QA P_test | P-probe pos 0 | "
-             "P-probe own position | Q-probe whole | minutes |", "|" + "---|" * 12]
-    order = [probe_scale_key(st, m, ov) for st, m, ov, _ in PROBE_SCALE]
-    key = lambda r: probe_scale_key(r["setting"], r["method"], r["overrides"])  # noqa: E731
-    rows = sorted(rows, key=lambda r: (order.index(key(r)) if key(r) in order else len(order), r["seed"]))
-    for r in rows:
-        lin, cand = r["probes"]["linear"], r["probes"]["candidates"]
-        cell = lambda f: " / ".join(f"{f(p):.1f}" for p in (lin, cand))  # noqa: E731
-        lines.append(f"| {r['setting']} {r['method']} | {r['config']['people']} | {r['n_layer']}x{r['n_embd']} | "
-                     f"{r['config']['passes']:g} | "
-                     f"{r['qa_ratio'] if r['method'] == 'mixed' else ''} | {r['seed']} | {memorised_cell(r)} | "
-                     f"{r['qa_test']['mean']:.1f} | {cell(lambda p: p_probe_at(p['p_probe'], 0))} | "
-                     f"{cell(lambda p: p_probe_at(p['p_probe'], None))} | "
-                     f"{cell(lambda p: probe_means(p['q_probe'], 'q')['whole'])} | {r['minutes']:.1f}"
-                     f"{' (pretraining reused)' if r['pretraining_reused'] else ''} |")
-    qa = [r["qa_test"]["mean"] for r in rows]
-    corr = {k: float(np.corrcoef([probe_means(r["probes"][k]["q_probe"], "q")["whole"] for r in rows], qa)[0, 1])
-            for k in PROBE_SCALE_READOUTS} if len(rows) > 2 else {}
-    q_all = [probe_means(r["probes"][k]["q_probe"], "q")["whole"] for r in rows for k in PROBE_SCALE_READOUTS]
-    augmented = {}
-    for r in rows:
-        if "permute" in r["setting"]:
-            augmented.setdefault(f"{r['n_layer']}x{r['n_embd']} at {r['config']['passes']:g} passes, N = "
-                                 f"{r['config']['people']:,}", []).append(
-                p_probe_at(r["probes"]["candidates"]["p_probe"], 0))
-    lines += ["", f"Q-probe whole-value mean {min(q_all):.1f}-{max(q_all):.1f}% on every model and read-out (the "
-              "paper: 91.0% on the augmented model)"
-              + ("; the augmented model's P-probe at position 0 (candidates, mean over seeds): "
-                 + ", ".join(f"{w} {np.mean(v):.1f}%" for w, v in augmented.items()) if augmented else "") + "."]
-    by_people = grouped(sorted((r for r in rows if set(r["overrides"]) <= {"people"}),
-                               key=lambda r: r["config"]["people"]), lambda r: (r["setting"], r["method"]))
-    per_readout = lambda rs, f: " / ".join(f"{np.mean([f(r['probes'][k]) for r in rs]):.1f}"  # noqa: E731
-                                           for k in PROBE_SCALE_READOUTS)
-    curves = []
-    for (setting, method), rs in by_people.items():
-        at = grouped(rs, lambda r: r["config"]["people"])
-        if len(at) > 1:
-            curves.append(f"{setting} {method}: " + "; ".join(
-                f"N = {n:,} Q-probe {per_readout(g, lambda p: probe_means(p['q_probe'], 'q')['whole'])}, "
-                f"P-probe pos 0 {per_readout(g, lambda p: p_probe_at(p['p_probe'], 0))}, QA {qa_mean(g):.1f}, "
-                f"values no trainee has {np.mean([unseen_share(r['probes']['linear']['q_probe']) for r in g]):.1f}%"
-                + ("" if all(map(is_memorised, g)) else " (not memorised)") for n, g in at.items()))
-    if curves:
-        lines += ["", "Against people (the preset's model and passes; the probes train on N / 2 people, so a larger N "
-                      "gives each value more examples; seeds' mean, linear / candidates): " + ". ".join(curves) + "."]
-    if corr:
-        lines += ["", "Correlation of Q-probe whole-value mean with QA P_test over these models: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in corr.items()) + f" (paper: 0.996 over its settings); with "
-                  f"every Q-probe under {np.ceil(max(q_all)):.0f}% it orders small numbers, not a probe that reads "
-                  "what QA extracts."]
-    return "\n".join(lines) + "\n"
+def probe_scale_markdown(results):
+    rows = results.lines("probe_scale.jsonl")
+    if not rows:
+        return ""
+    order = {json.dumps([s, m, ov], sort_keys=True): i
+             for i, (s, m, ov, _) in enumerate(PROBE_SCALE)}
+    rows = sorted(rows, key=lambda r: (order.get(json.dumps(
+        [r["setting"], r["method"], r["overrides"]], sort_keys=True), len(order)), r["seed"]))
+    table = [[f"{r['setting']} {r['method']}", r["config"]["people"],
+              f"{r['n_layer']}x{r['n_embd']}", f"{r['config']['passes']:g}",
+              r["qa_ratio"] if r["method"] == "mixed" else "", r["seed"], memorised_cell(r),
+              fmt(r["qa_test"]["mean"]), *probe_scale_cells(r)]
+             for r in rows]
+    q = {k: [probe_means(r["probes"][k]["q_probe"], "q")["whole"] for r in rows]
+         for k in PROBE_SCALE_READOUTS}
+    q_all = sum(q.values(), [])
+    corr = ", ".join(f"{k} {pearson(v, p_test(rows))}" for k, v in q.items())
+    summary = [f"Q-probe whole-value mean {min(q_all):.1f}-{max(q_all):.1f}% on every model and "
+               f"read-out (the paper: {fmt(paper_q_probe(AUGMENTED))}% on its augmented model); "
+               f"its correlation with QA P_test: {corr}."]
+    caption = (f"{provenance(rows, 'python experiments/tables.py probe-scale')} Pretrained models "
+               "of the cpu preset but for the columns, probed as in the headline; each cell linear "
+               "/ candidate read-out (scored against the model's own embeddings of the values).")
+    header = ["model", "N", "layers x width", "passes", "QAr", "seed", "memorised", "QA P_test",
+              "P-probe pos 0", "P-probe own position", "Q-probe whole"]
+    return section("probe_scale", caption, markdown_table(header, table), summary)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# --- measured on a GPU (bench/gpu_session.sh)
-
-def gpu_session_markdown(path):
-    """results/gpu_session.json: the paper shape's step and slice, the small presets, DDP and the step's profile."""
-    g = json.load(open(path))
-    paper, cut = g["paper_shape_step"], g["paper_slice"]
-    lines = ["## Measured on a GPU", "",
-             f"From `{os.path.basename(path)}`: `{g['command']}` on {g['device']}, commit {g['commit'][:7]}. MFU is "
-             "model FLOPs (6 per parameter per token plus attention) against the card's dense bf16 peak (989 "
-             "TFLOP/s for the H100 and H200).", "",
-             "| measurement | result | target |", "|---|---|---|",
-             f"| paper shape (12x768, context 512, batch 96), compiled, bf16 | {paper['tokens_per_sec']:,} tokens/s, "
-             f"{paper['ms_per_step']} ms/step, **MFU {100 * paper['mfu']:.1f}%** | MFU >= 45% (stretch 55%) |",
-             f"| 300-step slice of the paper preset through `train` (N = 100,000 multi5+permute+fullname) | "
-             f"{cut['slice_tokens_per_sec']:,} tokens/s: **{cut['projected_hours_80k']} h** for 80,000 steps | "
-             "<= 70 min on one H100 |"]
+def gpu_markdown(results):
+    g = results.tables.get("gpu_session.json")
+    if not g:
+        return ""
+    paper, cut, d = g["paper_shape_step"], g["paper_slice"], g["ddp_one_nccl_process"]
+    table = [["paper shape (12x768, context 512, batch 96), compiled, bf16",
+              f"{paper['tokens_per_sec']:,} tokens/s, {paper['ms_per_step']} ms/step, **MFU "
+              f"{100 * paper['mfu']:.1f}%**", "MFU >= 45% (stretch 55%)"],
+             ["300-step slice of the paper preset through `train`",
+              f"{cut['slice_tokens_per_sec']:,} tokens/s: **{cut['projected_hours_80k']} h** for "
+              "80,000 steps", "<= 70 min on one H100"]]
     for b in g["small_presets"]:
-        shape = b["shape"]
-        lines.append(f"| cpu preset's step ({shape['n_layer']}x{shape['n_embd']}, batch {shape['batch_size']} x "
-                     f"{shape['block_size']}), {'compiled' if b['compiled'] else 'eager'} | {b['ms_per_step']} ms/step "
-                     f"({1000 / b['ms_per_step']:.0f} steps/s, {b['tokens_per_sec']:,} tokens/s) | |")
-    d = g["ddp_one_nccl_process"]
-    lines.append(f"| DDP: torchrun, {d['processes']} NCCL process, against a plain process ({len(d['steps'])} logged "
-                 f"steps) | largest loss gap {d['max_gap']} | the same curve |")
+        s = b["shape"]
+        table.append([f"cpu preset's step ({s['n_layer']}x{s['n_embd']}, batch {s['batch_size']} x "
+                      f"{s['block_size']}), {'compiled' if b['compiled'] else 'eager'}",
+                      f"{b['ms_per_step']} ms/step ({b['tokens_per_sec']:,} tokens/s)", ""])
+    table.append([f"DDP: torchrun, {d['processes']} NCCL process, against a plain process",
+                  f"largest loss gap {d['max_gap']}", "the same curve"])
     top = ", ".join(f"{k['name'].split('<')[0].strip()} {k['self_cuda_percent']}"
                     for k in g["paper_step_profile"]["top"][:6])
-    lines += ["", f"Where the paper-shape step's GPU time goes ({g['paper_step_profile']['note']}): {top}.",
-              "", f"Scale study: {g['scale_study']['note']}."]
-    return "\n".join(lines) + "\n"
+    caption = (f"`{g['command']}` on {g['device']}, commit {g['commit'][:7]}. MFU: model FLOPs (6 "
+               "per parameter per token plus attention) against the card's dense bf16 peak (989 "
+               "TFLOP/s).")
+    profile = g["paper_step_profile"]["note"]
+    return section("gpu", caption, markdown_table(["measurement", "result", "target"], table),
+                   [f"Where the paper-shape step's GPU time goes ({profile}): {top}.", "",
+                    f"Scale study: {g['scale_study']['note']}."])
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# --- REPORT.md
+REPORT_SECTIONS = (headline_markdown, probes_markdown, full_markdown, celebrity_markdown,
+                   gbert_markdown, finetune_grid_markdown, qa_ratio_markdown, scale_markdown,
+                   probe_scale_markdown, gpu_markdown)
 
-def write_report(result, out):
-    """REPORT.md from a reproduce result and its probes, each table whose OUT/*.jsonl is there, and the notes."""
-    markdown = report_markdown(result) + "\n" + probe_markdown(result)
-    others = sorted(glob.glob(os.path.join(out, "seed*", "reproduce.json")))
-    if others:
-        markdown += "\n" + seeds_markdown([result] + [read_json(p) for p in others])
-    for name, table in (("full_table.jsonl", full_table_markdown), ("celebrity.jsonl", celebrity_markdown),
-                        ("gbert.jsonl", gbert_markdown), ("gbert_budget.jsonl", gbert_budget_markdown),
-                        ("finetune_grid.jsonl", finetune_grid_markdown),
-                        ("qa_ratio.jsonl", qa_ratio_markdown), ("headline_choice.jsonl", headline_choice_markdown),
-                        ("packing.jsonl", packing_markdown),
-                        ("mixed_scale.jsonl", scale_markdown),
-                        ("mixed_sweep.jsonl", mixed_sweep_markdown), ("probe_curve.jsonl", probe_curve_markdown),
-                        ("probe_scale.jsonl", probe_scale_markdown),
-                        ("gpu_session.json", gpu_session_markdown)):
-        if os.path.isfile(os.path.join(out, name)):
-            markdown += "\n" + table(os.path.join(out, name))
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")) as f:
-        markdown += "\n" + f.read()
-    write_text(os.path.join(out, "REPORT.md"), markdown)
+
+# --------------------------------------------------------------------------------------------------
+# --- pictures (matplotlib, optional: experiments/requirements.txt)
+
+PAPER_COLOR, OURS_COLOR = "tab:gray", "tab:blue"
+SCALE_COLORS = {500: "tab:orange", 1000: "tab:blue"}  # a curve's people
+
+
+def draw_p_probe(plt, results, path):
+    """Seed 0's P-probe grids (attribute x read position, first token) beside Figure 5's."""
+    rows = [r for r in results.headline[0]["rows"] if "p_probe" in r]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(9, 3.4 * len(rows)), squeeze=False)
+    for (ours, theirs), row in zip(axes, rows):
+        paper = PAPER_P_PROBE[row["setting"]]
+        padded = np.array([paper[a] + [np.nan] * (6 - len(paper[a])) for a in bk.ATTRIBUTES])
+        theirs_name = "paper, " + ("single" if row["setting"] == "single" else "multi5+permute")
+        ours_name = f"bioknow, {row['setting']} (seed 0)"
+        for ax, grid, title in ((ours, np.array(row["p_probe"]["first_token"]), ours_name),
+                                (theirs, padded, theirs_name)):
+            ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=100, cmap="viridis")
+            for (i, j), v in np.ndenumerate(grid):
+                if not np.isnan(v):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
+                            color="black" if v > 60 else "white")
+            ax.set_xticks(range(6), [f"pos {i}" for i in range(6)])
+            ax.set_yticks(range(len(bk.ATTRIBUTES)), bk.ATTRIBUTES)
+            ax.set_title(title, fontsize=9)
+    fig.suptitle("P-probe, first token (%): where each attribute can be read", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def draw_qa_ratio(plt, results, path):
+    """P_test against the QA ratio at the preset's passes: each seed, their mean, and Figure 10."""
+    fixed, curve = ratio_curve(results.lines("qa_ratio.jsonl"))
+    ratios = sorted(curve)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(ratios, [qa_mean(curve[q]) for q in ratios], "o-", color=OURS_COLOR,
+            label=f"bioknow, seeds' mean ({fixed:g} biography passes)")
+    for q in ratios:
+        ax.plot([q] * len(curve[q]), p_test(curve[q]), ".", color=OURS_COLOR, alpha=0.5)
+    ax.plot(list(PAPER_QA_RATIO), list(PAPER_QA_RATIO.values()), "s--", color=PAPER_COLOR,
+            label="paper (Figure 10)")
+    ax.set(xlabel="QA ratio (share of QA windows)", ylabel="P_test QA, %", ylim=(0, 100))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def draw_scale(plt, results, path):
+    """Mixed training's P_test against people, passes, width and depth, the paper's 86.6 above."""
+    rows = results.lines("mixed_scale.jsonl")
+    fig, axes = plt.subplots(1, len(SCALE_FIELDS), figsize=(13, 3.4), sharey=True)
+    for ax, (field, title) in zip(axes, SCALE_FIELDS):
+        values = set()
+        for (n, where), points in scale_curves(rows, field).items():
+            values |= {v for v, _ in points}
+            ax.plot([v for v, _ in points], [qa_mean(rs) for _, rs in points],
+                    "o-" if where == "cpu" else "s:", color=SCALE_COLORS.get(n, "tab:green"),
+                    label=(f"N = {n:,}, " if n else "") + where)
+            for v, rs in points:
+                ax.plot([v] * len(rs), p_test(rs), ".", color="black", alpha=0.3)
+        ax.axhline(paper_qa("single", "mixed"), color=PAPER_COLOR, ls="--",
+                   label="paper (124M, N = 100,000)")
+        if field == "people":
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        ax.set_xticks(sorted(values), [f"{v:g}" for v in sorted(values)])
+        ax.set(xlabel=title, ylim=(0, 100))
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("P_test QA, %")
+    fig.suptitle("Mixed training on bioS single (QAr 0.8, 2x128 unless varied): P_test, seeds' "
+                 "mean", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+PICTURES = (("p_probe.png", draw_p_probe, None), ("qa_ratio.png", draw_qa_ratio, "qa_ratio.jsonl"),
+            ("mixed_scale.png", draw_scale, "mixed_scale.jsonl"))
+
+
+def draw_pictures(results, out):
+    """The report's PNGs beside it; without matplotlib the committed ones stay, a line says so."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("tables: no matplotlib (pip install -r experiments/requirements.txt): REPORT.md "
+              "written, its pictures left as they were", file=sys.stderr)
+        return
+    for name, draw, needs in PICTURES:
+        if needs is None or results.lines(needs):
+            draw(plt, results, os.path.join(out, name))
+            plt.close("all")
+
+
+# --------------------------------------------------------------------------------------------------
+# --- REPORT.md and the command line
+
+def report_markdown(results):
+    """REPORT.md: the verdict first, then a short section a table."""
+    parts = [verdict_markdown(results)] + [render(results) for render in REPORT_SECTIONS]
+    return "\n".join(p for p in parts if p)
+
+
+def write_report(out):
+    results = load_results(out)
+    markdown = report_markdown(results)
+    bk.write_text(os.path.join(out, "REPORT.md"), markdown)
+    draw_pictures(results, out)
     print(markdown)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# --- command line
-
-TABLES = {"full": full_table, "celebrity": celebrity_table, "gbert": gbert_table, "gbert-budget": gbert_budget,
-          "finetune-grid": lambda *a, jobs=1, **kw: finetune_grid(*a, **kw),
-          "qa-ratio": lambda *a, **kw: mixed_sweep(*a, **kw, sweep=QA_RATIO_SWEEP, name="qa_ratio.jsonl", resume=True),
-          "headline-choice": lambda *a, **kw: mixed_sweep(*a, **kw, sweep=HEADLINE_CANDIDATES,
-                                                          name="headline_choice.jsonl", resume=True),
-          "packing": packing_table, "scale": scale_study, "mixed-sweep": mixed_sweep, "probe-curve": probe_curve,
-          "probe-scale": probe_scale}
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="experiments/tables.py", description=__doc__.split("\n\n")[1],
+    parser = argparse.ArgumentParser(prog="experiments/tables.py",
+                                     description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=("report",) + tuple(TABLES),
-                        help="report: render OUT/REPORT.md; any other: run that table into OUT/TABLE.jsonl")
-    parser.add_argument("--preset", help="default: table for full / celebrity / gbert(-budget) (the cpu preset at "
-                                         "N = 500), cpu otherwise")
+                        help="report: render OUT/REPORT.md; any other: run that table into OUT")
+    parser.add_argument("--preset", help="default: table for full / celebrity / gbert(-budget) "
+                                         "(the cpu preset at N = 500), cpu otherwise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--jobs", type=int, default=1, help="rows side by side, a process each on one thread "
-                                                            "(default 1; 2 on a 2-core CPU, more on a GPU)")
+    parser.add_argument("--jobs", type=int, default=1, help="rows side by side, a process each on "
+                        "one thread (default 1; 2 on a 2-core CPU, more on a GPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
         if args.table == "report":
-            path = os.path.join(args.out, "reproduce.json")
-            if not os.path.isfile(path):
-                raise bk.UserError(f"no {path} (run `python bioknow.py reproduce --out {args.out}` first)")
-            return write_report(read_json(path), args.out)
-        preset = args.preset or ("table" if args.table in ("full", "celebrity", "gbert", "gbert-budget")
-                                 else bk.DEFAULT_PRESET)
-        TABLES[args.table](preset, args.seed, args.out, args.device, quiet=args.quiet, jobs=args.jobs)
+            return write_report(args.out)
+        table = TABLES[args.table]
+        run_table(table, args.preset or table.preset, args.seed, args.out, args.device,
+                  quiet=args.quiet, jobs=args.jobs)
     except bk.UserError as e:
         print(f"tables: error: {e}", file=sys.stderr)
         sys.exit(2)
