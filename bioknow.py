@@ -25,6 +25,7 @@ Example:
 import argparse
 import ctypes
 import dataclasses
+import hashlib
 import json
 import math
 import multiprocessing
@@ -928,7 +929,8 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, sh
     check_options(cfg, "finetune")
     data = load_checked_data(data_dir)
     device = pick_device(cfg.device)
-    model, base_cfg, _ = load_checkpoint(run, device, data["vocab"], shape)
+    model, base_cfg, ckpt = load_checkpoint(run, device, data["vocab"], shape)
+    check_same_people(ckpt, data, run)
     for field in SHAPE:
         setattr(cfg, field, getattr(base_cfg, field))
     new_run_dir(out, force, resume)
@@ -1406,7 +1408,8 @@ def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, qu
     embeddings of the values)."""
     data = load_checked_data(data_dir)
     device = pick_device(device)
-    model, cfg, _ = load_checkpoint(run, device, data["vocab"])
+    model, cfg, ckpt = load_checkpoint(run, device, data["vocab"])
+    check_same_people(ckpt, data, run)
     tok = Tokenizer(data["vocab"])
     labels = {key: ids for key, (_, ids) in probe_classes(data["people"], tok).items()}
     candidates = None
@@ -2098,7 +2101,8 @@ def save_checkpoint(out, model, cfg, vocab, stage, step, total, opt, data, **ext
                cuda=cuda_rng)
     ckpt = dict(model=merged_state(model), config=dataclasses.asdict(cfg), vocab=vocab, kind=stage,
                 step=step, total_steps=total, optimizer=opt.state_dict(), rng=rng,
-                bioknow=VERSION, torch=torch.__version__, data=data_identity(data), **extra)
+                bioknow=VERSION, torch=torch.__version__, data=data_identity(data),
+                people=people_fingerprint(data), **extra)
 
     def write(tmp):
         torch.save(ckpt, tmp)
@@ -2183,6 +2187,31 @@ def data_identity(data):
     if meta.get("bios_from"):
         identity["bios_from"] = meta["bios_from"]
     return identity
+
+
+def people_fingerprint(data):
+    """A digest of the people (names, attributes, splits), which a checkpoint records: a run scored
+    on other people than it was trained on would measure nothing. Other biographies of the same
+    people (`generate --bios-from`) share it."""
+    digest = hashlib.sha256()
+    for person in data["people"]:
+        digest.update(json.dumps(person, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def check_same_people(ckpt, data, run):
+    """finetune, eval and probe: refuse a data directory whose people are not the run's."""
+    if "people" in ckpt:
+        same = ckpt["people"] == people_fingerprint(data)
+    else:  # a checkpoint from before the fingerprint: the generator's people count and seed
+        trained = ckpt.get("data") or {}
+        meta = data["meta"]
+        same_count = trained.get("people") == meta.get("people")
+        same = same_count and trained.get("seed") == meta.get("seed")
+    if not same:
+        raise UserError(f"{run} was trained on other people than those of {data['dir']}: use the "
+                        f"data directory it was trained on (other biographies of the same people "
+                        f"are fine)")
 
 
 def run_config(out, cfg, **extra):
@@ -2525,6 +2554,7 @@ def cmd_eval(args):
     data = load_data(args.data)
     device = pick_device(args.device)
     model, _, ckpt = load_checkpoint(args.run, device=device, vocab=data["vocab"])
+    check_same_people(ckpt, data, args.run)
     # held-out P_train people, scored apart: what a recipe is chosen on
     held = set(ckpt.get("holdout_ids", []))
     print_json(evaluate(model, data, device, quiet=args.quiet, held=held), args.out)

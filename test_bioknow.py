@@ -839,6 +839,14 @@ def broken_data(root, name, damage):
     return str(d)
 
 
+def other_people(root):
+    """A data directory like the run's but of other people (another seed)."""
+    d = root / "other"
+    if not d.exists():
+        bk.generate(str(d), 40, "single", seed=1, quiet=True)
+    return str(d)
+
+
 def corrupt_checkpoint(root):
     r = root / "corrupt"
     if not r.exists():
@@ -898,7 +906,24 @@ BAD_INPUTS = {  # what a user may type -> words the one-line error must contain
                                                  "mixed", "--holdout", "1.5"], "--holdout"),
     "probe holdout out of range": (lambda root: ["probe", "--run", str(root / "run"), "--data", str(root / "d"),
                                                  "--holdout", "1.5", "--out", "OUT"], "--holdout"),
+    "finetune on other people": (lambda root: ["finetune", "--run", str(root / "run"), "--data",
+                                               other_people(root), "--out", "OUT"], "other people"),
+    "eval on other people": (lambda root: ["eval", "--run", str(root / "run"), "--data", other_people(root),
+                                           "--out", "OUT"], "other people"),
+    "probe on other people": (lambda root: ["probe", "--run", str(root / "run"), "--data", other_people(root),
+                                            "--out", "OUT"], "other people"),
 }
+
+
+def test_other_biographies_of_the_same_people_are_accepted(tiny_run, tmp_path, capsys):
+    """The refusal is about people, not texts: the same people under another augmentation (the
+    --bios-from case too) are scored, and the error names both the run and the data directory."""
+    same_people = tmp_path / "multi2"
+    bk.generate(str(same_people), 40, "multi2+permute", quiet=True)
+    code, out, _ = run_main(capsys, "eval", "--run", str(tiny_run / "run"), "--data", str(same_people))
+    assert code == 0 and "qa_test" in json.loads(out)
+    code, _, err = run_main(capsys, "eval", "--run", str(tiny_run / "run"), "--data", other_people(tiny_run))
+    assert code == 2 and str(tiny_run / "run") in err and str(tiny_run / "other") in err
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
