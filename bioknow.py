@@ -1150,13 +1150,10 @@ def evaluate(model, data, device, quiet=True, pretrained=None, per_split=2000, h
 
 # What is predicted: the first token (for birth date: the month), and the whole value.
 PROBE_TARGETS = {"first_token": ATTRIBUTES, "whole": ATTRIBUTES[1:]}
-# Trainable: per attribute a low-rank update of the input embedding (rank 2 for P, 16 for Q), a
-# normalisation and linear classifiers.
-# P-probing (Appendix E): a rank-2 update of the input embedding, LayerNorm before the classifier,
-# batches of 50 people.
+# What trains, per attribute: a low-rank update of the input embedding, a normalisation and linear
+# classifiers. P-probing (Appendix E): a rank-2 update, LayerNorm, batches of 50 people. Q-probing
+# (Appendix F): a rank-16 update, BatchNorm, batches of 200 people.
 P_PROBE = dict(rank=2, norm="layer", batch_size=50)
-# Q-probing (Appendix F): a rank-16 update of the input embedding, BatchNorm before the classifier,
-# batches of 200 people.
 Q_PROBE = dict(rank=16, norm="batch", batch_size=200)
 # The read-outs are first fitted on the frozen features, full batch (fit_probe): 300 steps at 3e-3
 # match 1,000 at the paper's 1e-3 to within 1.2 points on every cell of the cpu-preset grids.

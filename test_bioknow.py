@@ -1,6 +1,6 @@
 """Tests for bioknow.py, in the file's order: config, data, tokenizer, model, pretraining and mixed training, QA
 finetuning, evaluation, probing, GBERT, the headline gap at toy scale, bench, plumbing, runs that survive, the command
-line. experiments/test_tables.py tests the tables. `pytest -m "not slow"` skips the multi-minute tests (about a minute in all)."""
+line. experiments/test_tables.py tests the tables. `pytest -m "not slow"` skips the multi-minute tests."""
 import ast
 import dataclasses
 import json
@@ -83,7 +83,7 @@ def test_pool_and_domain_sizes():
     assert sizes == [400, 400, 1000, 200, 300, 100, 263]
     assert all(len(t) >= 40 for t in bk.TEMPLATES.values())
     top = Counter(bk.company_cities().values()).most_common(1)[0][1]
-    assert round(100 * top / 263, 1) == 13.7  # the majority-guess baseline of paper §5
+    assert round(100 * top / 263, 1) == 13.7  # the majority-guess baseline of company city (Appendix A)
 
 
 def test_bad_people_counts():
@@ -505,7 +505,7 @@ def test_candidate_read_out_scores_a_value_no_probe_training_person_has():
 # --- GBERT (Appendix H)
 
 def test_gbert_attends_both_ways():
-    model, _ = tiny_model(objective="mlm")  # the same code path with the causal switch off (paper §8)
+    model, _ = tiny_model(objective="mlm")  # the same code path with the causal switch off (Appendix H)
     x = torch.randint(0, 50, (2, 16))
     y = x.clone()
     y[:, -1] = (y[:, -1] + 7) % 50
@@ -558,7 +558,7 @@ def test_gbert_qa_needs_every_mask_filled(people):
 
 @pytest.mark.slow
 def test_headline_gap_single_low_augmented_high(tmp_path):
-    """bioS single is memorised yet not extractable; multi5+permute+fullname with the same compute is (paper §5)."""
+    """bioS single is memorised yet not extractable; multi5+permute+fullname with the same compute is (Result 3)."""
     rows = {s: bk.reproduce_row(s, "qa_finetune", "toy", 0, "cpu", str(tmp_path), quiet=True)
             for s in ("single", "multi5+permute+fullname")}
     single, augmented = rows["single"], rows["multi5+permute+fullname"]
