@@ -931,7 +931,7 @@ def finetune(cfg, run, data_dir, out, force=False, quiet=False, resume=False, sh
     device = pick_device(cfg.device)
     model, base_cfg, ckpt = load_checkpoint(run, device, data["vocab"], shape)
     check_same_people(ckpt, data, run)
-    for field in SHAPE:
+    for field in MODEL_SHAPE_FIELDS:
         setattr(cfg, field, getattr(base_cfg, field))
     new_run_dir(out, force, resume)
     seed_everything(cfg.seed)
@@ -2063,7 +2063,7 @@ def check_options(cfg, stage="train"):
 # (optimiser moments, every RNG, the data streams' positions), so a resumed run is the run that
 # never stopped (bitwise on a CPU).
 
-SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base", "objective")
+MODEL_SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base", "objective")
 
 
 def new_run_dir(out, force, resume=False):
@@ -2540,7 +2540,7 @@ def cmd_train(args):
 
 
 def cmd_finetune(args):
-    shape = {k: v for k, v in args.config.items() if k in SHAPE and v is not None}
+    shape = {k: v for k, v in args.config.items() if k in MODEL_SHAPE_FIELDS and v is not None}
     cfg = resolve_config(args.preset, "finetune", **args.config)
     _, info = finetune(cfg, run=args.run, data_dir=args.data, out=args.out, force=args.force,
                        quiet=args.quiet, resume=args.resume, shape=shape)

@@ -90,12 +90,10 @@ PAPER_QA_RATIO = {0.1: 24.5, 0.2: 53.6, 0.4: 77.5, 0.6: 87.1, 0.8: 85.7}  # Figu
 
 
 def paper_qa(setting, method):
-    """The paper's P_test mean for a setting and method (Figure 3)."""
     return PAPER_TABLE[setting][METHOD_COLUMN[method]][0]
 
 
 def paper_q_probe(setting):
-    """The paper's Q-probe whole-value mean of a setting (Figure 7), None where it has none."""
     return float(np.mean(PAPER_Q_PROBE[setting][6:])) if setting in PAPER_Q_PROBE else None
 
 
@@ -128,24 +126,17 @@ def plain(value):
     return value
 
 
-def mark(table, record):
-    """What names a row of TABLE (preset, seed, key fields), from a line or a row not yet run."""
-    fields = ("preset", "seed") + table.key
-    return json.dumps([plain(record.get(k)) for k in fields], sort_keys=True)
-
-
-def place(table, record):
-    """Where a line sits in TABLE's file: the order of the table's rows, then the seed."""
-    return json.dumps([plain(record.get(k)) for k in table.key], sort_keys=True)
+def mark(table, record, fields=("preset", "seed")):
+    """What names a row of TABLE (FIELDS and its key fields), from a line or a row not yet run;
+    with no FIELDS, where a line sits in the file (the table's row order, then the seed)."""
+    return json.dumps([plain(record.get(k)) for k in fields + table.key], sort_keys=True)
 
 
 def jsonl_lines(path):
-    """The lines of a table's JSONL file, none when it is not there yet."""
     return bk.read_jsonl(path) if os.path.isfile(path) else []
 
 
 def table_line(result, preset, seed, **fields):
-    """A table's JSON line: the row's numbers and what produced them (preset, seed, N, commit)."""
     return dict(result, **fields, preset=preset, seed=seed, people=bk.resolve_config(preset).people,
                 bioknow=bk.VERSION, commit=bk.git_commit())
 
@@ -155,7 +146,6 @@ def default_line(row, result, preset, seed, device):
 
 
 def side_by_side(table, rows, preset, seed, out, device, quiet, jobs):
-    """Each row through bk.reproduce_row, JOBS at once, yielding (row, line) as rows finish."""
     work = os.path.join(out, "work", table.work) if table.work else None
     by_task = {id(r.task): r for r in rows}
     tasks = [r.task for r in rows]
@@ -177,11 +167,11 @@ def run_table(table, preset, seed, out, device, quiet=False, jobs=1):
         print(f"keeping the {len(rows) - len(pending)} finished rows of {path}", flush=True)
     if not pending:
         return
-    order = {p: i for i, p in enumerate(dict.fromkeys(place(table, n) for n in named))}
+    order = {p: i for i, p in enumerate(dict.fromkeys(mark(table, n, ()) for n in named))}
     run = table.run or side_by_side
     for row, line in run(table, pending, preset, seed, out, device, quiet, jobs):
         lines = jsonl_lines(path) + [line]  # read again: two commands may fill one file
-        lines.sort(key=lambda r: (order.get(place(table, r), len(order)), r.get("seed", 0)))
+        lines.sort(key=lambda r: (order.get(mark(table, r, ()), len(order)), r.get("seed", 0)))
         bk.rewrite_jsonl(path, lines)
         what = json.dumps(row.fields or row.task.get("train_overrides") or {})
         print(f"{table.file}: {row.task.get('setting', '')} {row.task.get('method', '')} {what}: "
@@ -275,7 +265,6 @@ def finetune_grid_rows(preset, seed, out, device):
 
 
 def finetune_grid_run(table, rows, preset, seed, out, device, quiet, jobs):
-    """One pretrained model, finetuned by each row's recipe in turn."""
     work = os.path.join(out, "work")
     data_dir, data, run, _, _ = bk.pretrained_run("single", "qa_finetune", preset, seed, device,
                                                   work, quiet, reuse=True)
@@ -322,8 +311,7 @@ def qa_ratio_rows(preset, seed, out, device):
 
 
 def sweep_line(row, result, preset, seed, device):
-    """A mixed run's line: its shape, memorisation and QA, its configuration (budget: biography
-    passes, the only budget since the every-window sweep was archived)."""
+    """A mixed run's line: its shape, memorisation and QA, its configuration."""
     cfg = pretraining_config(preset, "mixed", seed, device, row.task["train_overrides"])
     shape = {k: getattr(cfg, k) for k in SWEEP_FIELDS} | dict(budget="bio", packing=cfg.packing)
     numbers = ("bio_memorization", "memorization_p_train", "memorization_p_test", "qa_train",
@@ -404,7 +392,6 @@ def probe_scale_rows(preset, seed, out, device):
 
 
 def probe_scale_line(row, result, preset, seed, device):
-    """The pretrained model probed with each read-out, once its row has run."""
     t0, task = time.time(), row.task
     run = os.path.join(task["work"], f"{task['setting']}-{task['method']}")
     data_dir = os.path.join(task["work"], f"data-{task['setting']}")
@@ -453,7 +440,6 @@ def claim(words):
 
 
 def checked(checks, *data):
-    """[(claim, measured, holds)] of each check that applies to DATA (else it returns None)."""
     return [(c.claim, *found) for c in checks if (found := c(*data)) is not None]
 
 
@@ -594,7 +580,6 @@ ORDERING_CHECKS = QA_ORDERINGS + (mixing_works_everywhere,)
 
 
 def setting_means(lines):
-    """{method: {setting: P_test mean}} of the full table's lines."""
     return {m: {r["setting"]: r["qa_test"]["mean"] for r in lines if r["method"] == m}
             for m in FULL_METHODS}
 
@@ -645,13 +630,11 @@ def load_results(out):
 
 
 def all_seeds(path):
-    """A table's lines, then those of other seeds (OUT/seed*/TABLE.jsonl)."""
     others = sorted(glob.glob(os.path.join(os.path.dirname(path), "seed*", os.path.basename(path))))
     return jsonl_lines(path) + [r for other in others for r in bk.read_jsonl(other)]
 
 
 def headline_rows(results, key):
-    """The headline row KEY (setting, method) of each seed."""
     return [next(r for r in res["rows"] if (r["setting"], r["method"]) == key)
             for res in results.headline]
 
@@ -819,7 +802,6 @@ VERDICTS = (("Result 1: mixed training extracts", result_1, "headline"),
 
 
 def anchor(title):
-    """GitHub's link to a heading."""
     return "#" + "".join(c for c in title.lower() if c.isalnum() or c in " -_").replace(" ", "-")
 
 
@@ -850,13 +832,11 @@ def verdict_markdown(results):
 # --- rendering: one helper for a markdown table, and the cells every section uses
 
 def markdown_table(header, rows):
-    """The lines of a markdown table."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
 def section(key, caption, *blocks):
-    """A section of REPORT.md: its title, a short caption, then its blocks of lines."""
     lines = [f"## {SECTIONS[key]}", "", caption]
     for block in blocks:
         lines += [""] + list(block)
@@ -888,7 +868,6 @@ def provenance(lines, command):
 
 
 def machine(line):
-    """The short name of the machine a line ran on: cpu, or the card's name."""
     return line["hardware"].split(",")[0].split(" (")[0]
 
 
@@ -903,7 +882,6 @@ def grouped(rows, fields):
 
 
 def qa_mean(rows, field="qa_test"):
-    """The QA mean of the seeds of one configuration, on P_test or on the people FIELD names."""
     return float(np.mean([r[field]["mean"] for r in rows]))
 
 
@@ -914,7 +892,6 @@ def qa_cell(rows, field="qa_test"):
 
 
 def is_memorised(row):
-    """P_test biographies memorised (older lines: everyone's)."""
     p_test_bios = row.get("memorization_p_test")
     return (p_test_bios["mean"] if p_test_bios else row["bio_memorization"]) >= bk.MEMORISED
 
@@ -927,15 +904,14 @@ def memorised_cell(row):
     return f"{train:.1f} / {test:.1f}" + ("" if is_memorised(row) else " **not memorised**")
 
 
-def mean_marked(rows):
-    """The seeds' mean P_test, marked where a seed's biographies are not memorised."""
-    return f"{qa_mean(rows):.1f}" + ("" if all(map(is_memorised, rows)) else " (not memorised)")
+def whole_mean(scores):
+    """The mean over the five attributes a Q-probe reads whole (all but the birth date)."""
+    return float(np.mean([scores[a] for a in bk.ATTRIBUTES[1:]]))
 
 
 def whole_means(row):
     """A row's Q-probe whole-value mean and its QA P_test mean, over the same five attributes."""
-    return (float(np.mean([row["q_probe"]["whole"][a] for a in bk.ATTRIBUTES[1:]])),
-            float(np.mean([row["qa_test"][a] for a in bk.ATTRIBUTES[1:]])))
+    return whole_mean(row["q_probe"]["whole"]), whole_mean(row["qa_test"])
 
 
 def attribute_cells(row, field="qa_test"):
@@ -1055,7 +1031,6 @@ def full_markdown(results):
 
 
 def celebrity_pairs(rows):
-    """{setting: {seed: {with celebrities: P_test mean}}}, seeds that have both rows."""
     pairs = {}
     for r in rows:
         by_seed = pairs.setdefault(r["setting"], {}).setdefault(r["seed"], {})
@@ -1065,7 +1040,6 @@ def celebrity_pairs(rows):
 
 
 def celebrity_lifts(rows):
-    """[(setting, {seed: our lift}, the paper's lift)]."""
     pairs = celebrity_pairs(rows)
     return [(s, {seed: v[True] - v[False] for seed, v in pairs[s].items()}, with_ - alone)
             for s, (alone, with_) in PAPER_CELEBRITY.items() if pairs.get(s)]
@@ -1142,16 +1116,13 @@ def finetune_grid_markdown(results):
         table.append([recipe, f"{lr:g}", f"{epochs:g}", ", ".join(str(r["seed"]) for r in runs),
                       qa_cell(runs, "qa_train_first_token"), qa_cell(runs, "qa_train"),
                       f"**{qa_cell(runs)}**", f"{fmt(paper[0])}, {fmt(paper[1])}"])
-    full, _ = grid_fit(rows)
     command = "python experiments/tables.py finetune-grid [--seed 1 --out results/seed1]"
     caption = (f"{provenance(rows, command)} One pretrained bioS single model a seed, QA-finetuned "
                "on P_train by each recipe (10 epochs unless the line says more); LoRA freezes the "
                "base. Paper: Figure 2(a), about 8 epochs.")
-    fit = ", ".join(f"{e:g} epochs {v:.1f}" for e, v in sorted(full.items()))
     header = ["recipe", "lr", "epochs", "seeds", "P_train first token", "P_train exact",
               "**P_test exact**", "paper: P_train first token, P_test"]
-    return section("grid", caption, markdown_table(header, table),
-                   [f"Full finetuning's P_train first token against epochs: {fit}."])
+    return section("grid", caption, markdown_table(header, table))
 
 
 def ratio_curve(rows):
@@ -1182,7 +1153,6 @@ def qa_ratio_markdown(results):
 
 
 def scale_groups(rows):
-    """{(overrides, machine): [seeds' lines]}: a point of the scale study on one machine."""
     groups = {}
     for r in sorted(rows, key=lambda r: r["seed"]):
         key = json.dumps(plain(r["overrides"]), sort_keys=True), machine(r)
@@ -1218,12 +1188,6 @@ def scale_markdown(results):
               f"{r['lr']:g} / {r['weight_decay']:g}", r["packing"], f"{r['passes']:g}", machine(r),
               ", ".join(memorised_cell(x) for x in rs), f"**{qa_cell(rs)}**"]
              for rs in groups for r in rs[:1]]
-    curves = []
-    for field, title in SCALE_FIELDS:
-        for (n, where), points in scale_curves(rows, field).items():
-            at = f"N = {n:,}, " if n else ""
-            values = ", ".join(f"{v:g} {mean_marked(rs)}" for v, rs in points)
-            curves.append(f"- P_test against {title} ({at}{where}): {values}.")
     every = [f"{rs[0]['people']} people, {rs[0]['n_layer']}x{rs[0]['n_embd']}, {rs[0]['passes']:g} "
              f"passes ({qa_cell(rs)})" for rs in groups if all(map(mixing_extracts, rs))]
     target = (f"The headline's target for mixed training ({mixing_extracts.claim}) on every seed: "
@@ -1236,19 +1200,7 @@ def scale_markdown(results):
               "machine", "memorised", "**P_test QA**"]
     return section("scale", caption,
                    ["![P_test against people, passes, width and depth](mixed_scale.png)"],
-                   markdown_table(header, table), curves, [target])
-
-
-def probe_means(result, kind):
-    """A probe's first-token and whole-value means over attributes (P: each one's best position)."""
-    means = {}
-    for target, attrs in bk.PROBE_TARGETS.items():
-        if kind == "q":
-            means[target] = float(np.mean([result[target][a] for a in attrs]))
-        else:
-            rows = [result[target][result["attributes"][target].index(a)] for a in attrs]
-            means[target] = float(np.mean([max(row) for row in rows]))
-    return means
+                   markdown_table(header, table), [target])
 
 
 def p_probe_at(result, position):
@@ -1260,9 +1212,10 @@ def p_probe_at(result, position):
 
 def probe_scale_cells(row):
     """P-probe at position 0 and at each attribute's own, Q-probe whole value; each read-out."""
-    measured = {k: (p_probe_at(p["p_probe"], 0), p_probe_at(p["p_probe"], None),
-                    probe_means(p["q_probe"], "q")["whole"]) for k, p in row["probes"].items()}
-    return [" / ".join(f"{measured[k][i]:.1f}" for k in PROBE_SCALE_READOUTS) for i in range(3)]
+    p = {k: row["probes"][k]["p_probe"] for k in PROBE_SCALE_READOUTS}
+    cells = ([p_probe_at(p[k], 0) for k in p], [p_probe_at(p[k], None) for k in p],
+             [whole_mean(row["probes"][k]["q_probe"]["whole"]) for k in p])
+    return [" / ".join(f"{v:.1f}" for v in values) for values in cells]
 
 
 def probe_scale_markdown(results):
@@ -1278,7 +1231,7 @@ def probe_scale_markdown(results):
               r["qa_ratio"] if r["method"] == "mixed" else "", r["seed"], memorised_cell(r),
               fmt(r["qa_test"]["mean"]), *probe_scale_cells(r)]
              for r in rows]
-    q = {k: [probe_means(r["probes"][k]["q_probe"], "q")["whole"] for r in rows]
+    q = {k: [whole_mean(r["probes"][k]["q_probe"]["whole"]) for r in rows]
          for k in PROBE_SCALE_READOUTS}
     q_all = sum(q.values(), [])
     corr = ", ".join(f"{k} {pearson(v, p_test(rows))}" for k, v in q.items())
@@ -1335,7 +1288,6 @@ SCALE_COLORS = {500: "tab:orange", 1000: "tab:blue"}  # a curve's people
 
 
 def draw_p_probe(plt, results, path):
-    """Seed 0's P-probe grids (attribute x read position, first token) beside Figure 5's."""
     rows = [r for r in results.headline[0]["rows"] if "p_probe" in r]
     fig, axes = plt.subplots(len(rows), 2, figsize=(9, 3.4 * len(rows)), squeeze=False)
     for (ours, theirs), row in zip(axes, rows):
@@ -1359,7 +1311,6 @@ def draw_p_probe(plt, results, path):
 
 
 def draw_qa_ratio(plt, results, path):
-    """P_test against the QA ratio at the preset's passes: each seed, their mean, and Figure 10."""
     fixed, curve = ratio_curve(results.lines("qa_ratio.jsonl"))
     ratios = sorted(curve)
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -1376,7 +1327,6 @@ def draw_qa_ratio(plt, results, path):
 
 
 def draw_scale(plt, results, path):
-    """Mixed training's P_test against people, passes, width and depth, the paper's 86.6 above."""
     rows = results.lines("mixed_scale.jsonl")
     fig, axes = plt.subplots(1, len(SCALE_FIELDS), figsize=(13, 3.4), sharey=True)
     for ax, (field, title) in zip(axes, SCALE_FIELDS):
@@ -1427,7 +1377,6 @@ def draw_pictures(results, out):
 # --- REPORT.md and the command line
 
 def report_markdown(results):
-    """REPORT.md: the verdict first, then a short section a table."""
     parts = [verdict_markdown(results)] + [render(results) for render in REPORT_SECTIONS]
     return "\n".join(p for p in parts if p)
 
