@@ -2063,7 +2063,8 @@ def check_options(cfg, stage="train"):
 # (optimiser moments, every RNG, the data streams' positions), so a resumed run is the run that
 # never stopped (bitwise on a CPU).
 
-MODEL_SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base", "objective")
+MODEL_SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "rotary_frac", "rope_base",
+                      "objective")
 
 
 def new_run_dir(out, force, resume=False):
