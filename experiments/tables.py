@@ -440,6 +440,7 @@ def claim(words):
 
 
 def checked(checks, *data):
+    """[(claim, measured, holds)] of each check that applies to DATA (else it returns None)."""
     return [(c.claim, *found) for c in checks if (found := c(*data)) is not None]
 
 
@@ -580,6 +581,7 @@ ORDERING_CHECKS = QA_ORDERINGS + (mixing_works_everywhere,)
 
 
 def setting_means(lines):
+    """{method: {setting: P_test mean}} of the full table's lines."""
     return {m: {r["setting"]: r["qa_test"]["mean"] for r in lines if r["method"] == m}
             for m in FULL_METHODS}
 
@@ -990,8 +992,6 @@ def probes_markdown(results):
 
 def full_markdown(results):
     lines = results.lines("full_table.jsonl")
-    if not lines:
-        return ""
     rows = {(r["setting"], r["method"]): r for r in lines}
     settings = [s for s in FULL_SETTINGS if (s, "qa_finetune") in rows or (s, "mixed") in rows]
     table = []
@@ -1031,6 +1031,7 @@ def full_markdown(results):
 
 
 def celebrity_pairs(rows):
+    """{setting: {seed: {with celebrities: P_test mean}}}, seeds that have both rows."""
     pairs = {}
     for r in rows:
         by_seed = pairs.setdefault(r["setting"], {}).setdefault(r["seed"], {})
@@ -1040,6 +1041,7 @@ def celebrity_pairs(rows):
 
 
 def celebrity_lifts(rows):
+    """[(setting, {seed: our lift}, the paper's lift)]."""
     pairs = celebrity_pairs(rows)
     return [(s, {seed: v[True] - v[False] for seed, v in pairs[s].items()}, with_ - alone)
             for s, (alone, with_) in PAPER_CELEBRITY.items() if pairs.get(s)]
@@ -1047,8 +1049,6 @@ def celebrity_lifts(rows):
 
 def celebrity_markdown(results):
     rows = results.lines("celebrity.jsonl")
-    if not rows:
-        return ""
     table = [[r["setting"], r["celebrities"] or "none", r["seed"], fmt(r.get("passes")),
               memorised_cell(r), fmt(r["qa_train"]["mean"]), f"**{fmt(r['qa_test']['mean'])}**",
               *attribute_cells(r),
@@ -1070,8 +1070,6 @@ def gbert_markdown(results):
     rows = results.lines("gbert.jsonl")
     budget = sorted(results.lines("gbert_budget.jsonl"),
                     key=lambda r: (r["setting"] != "single", r["passes"], r["seed"]))
-    if not rows and not budget:
-        return ""
     blocks = []
     if rows:
         gpt = {(r["setting"], r["method"]): r for r in results.lines("full_table.jsonl")
@@ -1108,8 +1106,6 @@ def gbert_markdown(results):
 
 def finetune_grid_markdown(results):
     rows = results.lines("finetune_grid.jsonl")
-    if not rows:
-        return ""
     table = []
     for (recipe, lr, epochs), runs in grouped(rows, ("recipe", "lr", "passes")).items():
         paper = PAPER_FINETUNE.get((runs[0]["lora_qv"], runs[0]["lora_emb"]), (None, None))
@@ -1125,21 +1121,16 @@ def finetune_grid_markdown(results):
     return section("grid", caption, markdown_table(header, table))
 
 
-def ratio_curve(rows):
-    """The preset's passes (the most common), and {QAr: [lines]} at them: Figure 10's curve."""
+def ratio_groups(rows):
+    """{(QAr, passes): [seeds' lines]}, and the preset's passes (the most common): Figure 10's."""
     counts = [r["passes"] for r in rows]
-    fixed = max(set(counts), key=counts.count)
-    groups = grouped(sorted(rows, key=lambda r: (r["qa_ratio"], r["seed"])), ("qa_ratio", "passes"))
-    return fixed, {q: rs for (q, passes), rs in groups.items() if passes == fixed}
+    by_ratio = sorted(rows, key=lambda r: (r["qa_ratio"], r["passes"], r["seed"]))
+    return grouped(by_ratio, ("qa_ratio", "passes")), max(set(counts), key=counts.count)
 
 
 def qa_ratio_markdown(results):
     rows = results.lines("qa_ratio.jsonl")
-    if not rows:
-        return ""
-    fixed, _ = ratio_curve(rows)
-    groups = grouped(sorted(rows, key=lambda r: (r["qa_ratio"], r["passes"], r["seed"])),
-                     ("qa_ratio", "passes"))
+    groups, fixed = ratio_groups(rows)
     table = [[f"{q:g}", f"{passes:g}", f"{passes * q / (1 - q):.0f}",
               ", ".join(memorised_cell(r) for r in rs), f"**{qa_cell(rs)}**",
               fmt(PAPER_QA_RATIO.get(q) if passes == fixed else None)]
@@ -1153,6 +1144,7 @@ def qa_ratio_markdown(results):
 
 
 def scale_groups(rows):
+    """{(overrides, machine): [seeds' lines]}: a point of the scale study on one machine."""
     groups = {}
     for r in sorted(rows, key=lambda r: r["seed"]):
         key = json.dumps(plain(r["overrides"]), sort_keys=True), machine(r)
@@ -1179,8 +1171,6 @@ SCALE_FIELDS = (("people", "people"), ("passes", "biography passes"), ("n_embd",
 
 def scale_markdown(results):
     rows = results.lines("mixed_scale.jsonl")
-    if not rows:
-        return ""
     shape = ("people", "n_layer", "n_embd", "block_size", "packing", "passes")
     groups = sorted(scale_groups(rows).values(),
                     key=lambda rs: [str(rs[0].get(k)).zfill(6) for k in shape])
@@ -1220,8 +1210,6 @@ def probe_scale_cells(row):
 
 def probe_scale_markdown(results):
     rows = results.lines("probe_scale.jsonl")
-    if not rows:
-        return ""
     order = {json.dumps([s, m, ov], sort_keys=True): i
              for i, (s, m, ov, _) in enumerate(PROBE_SCALE)}
     rows = sorted(rows, key=lambda r: (order.get(json.dumps(
@@ -1248,8 +1236,6 @@ def probe_scale_markdown(results):
 
 def gpu_markdown(results):
     g = results.tables.get("gpu_session.json")
-    if not g:
-        return ""
     paper, cut, d = g["paper_shape_step"], g["paper_slice"], g["ddp_one_nccl_process"]
     table = [["paper shape (12x768, context 512, batch 96), compiled, bf16",
               f"{paper['tokens_per_sec']:,} tokens/s, {paper['ms_per_step']} ms/step, **MFU "
@@ -1275,9 +1261,14 @@ def gpu_markdown(results):
                     f"Scale study: {g['scale_study']['note']}."])
 
 
-REPORT_SECTIONS = (headline_markdown, probes_markdown, full_markdown, celebrity_markdown,
-                   gbert_markdown, finetune_grid_markdown, qa_ratio_markdown, scale_markdown,
-                   probe_scale_markdown, gpu_markdown)
+# Each section, and the results files of which it needs one (None: the headline is enough).
+REPORT_SECTIONS = ((headline_markdown, None), (probes_markdown, None),
+                   (full_markdown, ["full_table.jsonl"]), (celebrity_markdown, ["celebrity.jsonl"]),
+                   (gbert_markdown, ["gbert.jsonl", "gbert_budget.jsonl"]),
+                   (finetune_grid_markdown, ["finetune_grid.jsonl"]),
+                   (qa_ratio_markdown, ["qa_ratio.jsonl"]), (scale_markdown, ["mixed_scale.jsonl"]),
+                   (probe_scale_markdown, ["probe_scale.jsonl"]),
+                   (gpu_markdown, ["gpu_session.json"]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1287,7 +1278,7 @@ PAPER_COLOR, OURS_COLOR = "tab:gray", "tab:blue"
 SCALE_COLORS = {500: "tab:orange", 1000: "tab:blue"}  # a curve's people
 
 
-def draw_p_probe(plt, results, path):
+def draw_p_probe(plt, results):
     rows = [r for r in results.headline[0]["rows"] if "p_probe" in r]
     fig, axes = plt.subplots(len(rows), 2, figsize=(9, 3.4 * len(rows)), squeeze=False)
     for (ours, theirs), row in zip(axes, rows):
@@ -1306,12 +1297,12 @@ def draw_p_probe(plt, results, path):
             ax.set_yticks(range(len(bk.ATTRIBUTES)), bk.ATTRIBUTES)
             ax.set_title(title, fontsize=9)
     fig.suptitle("P-probe, first token (%): where each attribute can be read", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
-def draw_qa_ratio(plt, results, path):
-    fixed, curve = ratio_curve(results.lines("qa_ratio.jsonl"))
+def draw_qa_ratio(plt, results):
+    groups, fixed = ratio_groups(results.lines("qa_ratio.jsonl"))
+    curve = {q: rs for (q, passes), rs in groups.items() if passes == fixed}
     ratios = sorted(curve)
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(ratios, [qa_mean(curve[q]) for q in ratios], "o-", color=OURS_COLOR,
@@ -1322,11 +1313,10 @@ def draw_qa_ratio(plt, results, path):
             label="paper (Figure 10)")
     ax.set(xlabel="QA ratio (share of QA windows)", ylabel="P_test QA, %", ylim=(0, 100))
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
-def draw_scale(plt, results, path):
+def draw_scale(plt, results):
     rows = results.lines("mixed_scale.jsonl")
     fig, axes = plt.subplots(1, len(SCALE_FIELDS), figsize=(13, 3.4), sharey=True)
     for ax, (field, title) in zip(axes, SCALE_FIELDS):
@@ -1349,8 +1339,7 @@ def draw_scale(plt, results, path):
     axes[0].set_ylabel("P_test QA, %")
     fig.suptitle("Mixed training on bioS single (QAr 0.8, 2x128 unless varied): P_test, seeds' "
                  "mean", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 PICTURES = (("p_probe.png", draw_p_probe, None), ("qa_ratio.png", draw_qa_ratio, "qa_ratio.jsonl"),
@@ -1369,7 +1358,9 @@ def draw_pictures(results, out):
         return
     for name, draw, needs in PICTURES:
         if needs is None or results.lines(needs):
-            draw(plt, results, os.path.join(out, name))
+            figure = draw(plt, results)
+            figure.tight_layout()
+            figure.savefig(os.path.join(out, name), dpi=110)
             plt.close("all")
 
 
@@ -1377,7 +1368,10 @@ def draw_pictures(results, out):
 # --- REPORT.md and the command line
 
 def report_markdown(results):
-    parts = [verdict_markdown(results)] + [render(results) for render in REPORT_SECTIONS]
+    parts = [verdict_markdown(results)]
+    for render, needs in REPORT_SECTIONS:
+        if needs is None or any(results.lines(name) for name in needs):
+            parts.append(render(results))
     return "\n".join(p for p in parts if p)
 
 
