@@ -939,18 +939,36 @@ def headline_markdown(results):
         per_seed.append([" ".join(key), check.claim, fmt(paper_qa(*key))] + [
             f"**{fmt(r['qa_test']['mean'])}** ({memorised_cell(r)}): {yes(check(r))}"
             for r in headline_rows(results, key)])
-    commands = "; ".join(f"`{res['command']}`" for res in results.headline)
-    hardware = ", ".join(sorted({res["hardware"] for res in results.headline}))
-    minutes = " / ".join(fmt(res["minutes"]) for res in results.headline)
-    caption = (f"{commands}; on {hardware}, {minutes} minutes. P_train: people whose QA was "
-               "trained on; P_test: the other half; memorised: first-token accuracy on the "
-               "biographies of P_train / P_test people. Seed 0 by attribute, then each seed "
-               "against its target.")
+    caption = ("`python bioknow.py reproduce --seed S --jobs 2 --out results/seedS` (seed 0: "
+               "`--out results`). P_train: people whose QA was trained on; P_test: the other half; "
+               "memorised: first-token accuracy on the biographies of P_train / P_test people. "
+               "The spread over every seed first, then seed 0 by attribute, then each seed against "
+               "its target; each seed's machine and minutes below.")
     seeds = [f"seed {res['seed']}: P_test (memorised)" for res in results.headline]
+    machines = [[res["seed"], res["hardware"], fmt(res["minutes"]), f"`{res['command']}`"]
+                for res in results.headline]
     return section("headline", caption,
+                   markdown_table(["row", "paper", "seeds", "P_test mean", "min", "max",
+                                   "P_train mean", "memorised P_test, min"],
+                                  spread_rows(results)),
                    markdown_table(["setting", "method", "memorised", "split", *cols],
                                   per_attribute),
-                   markdown_table(["row", "what it must show", "paper", *seeds], per_seed))
+                   markdown_table(["row", "what it must show", "paper", *seeds], per_seed),
+                   markdown_table(["seed", "hardware", "minutes", "command"], machines))
+
+
+def spread_rows(results):
+    """Each headline row over every seed: P_test as mean, minimum and maximum, P_train beside, and
+    the least memorised seed's P_test biographies (a seed that has not memorised tests nothing)."""
+    rows = []
+    for key in bk.REPRODUCE_ROWS:
+        runs = headline_rows(results, key)
+        tests = p_test(runs)
+        trains = [r["qa_train"]["mean"] for r in runs]
+        memorised = [r["memorization_p_test"]["mean"] for r in runs]
+        rows.append([" ".join(key), fmt(paper_qa(*key)), len(runs), f"**{fmt(np.mean(tests))}**",
+                     fmt(min(tests)), fmt(max(tests)), fmt(np.mean(trains)), fmt(min(memorised))])
+    return rows
 
 
 def probes_markdown(results):
