@@ -433,10 +433,11 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # one fused projection
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, cache=None, start=0):
+    def forward(self, x, cos, sin, cache=None, start=0, mask=None):
         """cache: this layer's (2, B, H, max_len, head_dim) key/value buffer for decoding; `start`
         is the position of x's first token. A prompt (start 0) attends causally (unless GBERT); one
-        new token attends to everything cached."""
+        new token attends to everything cached. mask: (B, 1, T, T), True where a query may attend
+        (the probing section's attention cut); it replaces the causal mask."""
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)
         # q and k rotated in one go, in the (B, T, H, head_dim) layout the kernels read fastest
@@ -450,8 +451,10 @@ class Attention(nn.Module):
             cache[1, :, :, start:start + T] = v
             k = cache[0, :, :, :start + T]
             v = cache[1, :, :, :start + T]
-        # the flash kernel on a GPU
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and start == 0)
+        if mask is None:  # the flash kernel on a GPU
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and start == 0)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -474,8 +477,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, cache=None, start=0):
-        x = x + self.attn(self.ln1(x), cos, sin, cache, start)
+    def forward(self, x, cos, sin, cache=None, start=0, mask=None):
+        x = x + self.attn(self.ln1(x), cos, sin, cache, start, mask)
         return x + self.mlp(self.ln2(x))
 
 
@@ -505,10 +508,11 @@ class GPT(nn.Module):
                     std = 0.02
                 nn.init.normal_(p, mean=0.0, std=std)
 
-    def hidden(self, idx, cache=None, start=0, wte=None):
+    def hidden(self, idx, cache=None, start=0, wte=None, layer=None):
         """Last-layer hidden states (after the final LayerNorm): what the probes read. With a cache
         (new_cache), idx continues a sequence at position `start`; `wte` replaces the input
-        embedding (the probes' update)."""
+        embedding (the probes' update); `layer` K < n_layer: the residual stream after block K
+        instead (0: the embedding), the later blocks not run."""
         T = idx.shape[1]
         max_len = self.cos.shape[0]
         assert start + T <= max_len, f"sequence of {start + T} tokens exceeds block_size {max_len}"
@@ -516,6 +520,8 @@ class GPT(nn.Module):
         sin = self.sin[start:start + T]
         x = self.wte(idx) if wte is None else F.embedding(idx, wte)
         for i, block in enumerate(self.blocks):
+            if i == layer:
+                return x
             layer_cache = None if cache is None else cache[i]
             x = block(x, cos, sin, layer_cache, start)
         return self.ln_f(x)
@@ -1146,7 +1152,8 @@ def evaluate(model, data, device, quiet=True, pretrained=None, per_split=2000, h
 # Where does the frozen pretrained model keep each fact? A linear read-out of the last layer at one
 # position: if it recovers an attribute for people it was not trained on, the attribute is (nearly)
 # linearly stored there. P-probing reads a biography just before each attribute; Q-probing reads
-# the bare full name. The model's weights never change.
+# the bare full name. The model's weights never change. bioknow can read after any block too
+# (`layer`), to follow a fact through the model.
 
 # What is predicted: the first token (for birth date: the month), and the whole value.
 PROBE_TARGETS = {"first_token": ATTRIBUTES, "whole": ATTRIBUTES[1:]}
@@ -1304,13 +1311,14 @@ def probe_step(opt, loss, lr, step, steps):
 
 
 def fit_probe(model, seqs, positions, labels, train_ids, test_ids, rank, norm, steps, batch_size,
-              device, seed=0, lr=1e-3, head_steps=None, quiet=True, candidates=None):
+              device, seed=0, lr=1e-3, head_steps=None, quiet=True, candidates=None, layer=None):
     """Train one probe per attribute on train_ids, score test_ids: accuracy (%) per (target,
     attribute) and read position, plus the majority-guess baseline. The model is frozen; gradients
     reach only the probe. Two phases, one probe: (1) while the embedding update is zero the model's
     features are fixed, so they are computed once and the read-outs train on them full-batch for
     `head_steps` steps (seconds); (2) update and read-outs then train together on mini-batches for
-    `steps` steps (a forward and backward pass of the model per attribute: the paper's 30k)."""
+    `steps` steps (a forward and backward pass of the model per attribute: the paper's 30k).
+    layer: read the residual stream after that block instead of the last layer (GPT.hidden)."""
     torch.manual_seed(seed)
     head_steps = PROBE_HEAD_STEPS if head_steps is None else head_steps
     model.requires_grad_(False)
@@ -1327,14 +1335,16 @@ def fit_probe(model, seqs, positions, labels, train_ids, test_ids, rank, norm, s
     rng = np.random.default_rng(seed)
 
     def features(attr, ids, chunk=512):
-        """Last layer at the read positions, the input embedding updated by attr's A @ B (attr None:
-        unchanged)."""
+        """The read layer at the read positions, the input embedding updated by attr's A @ B (attr
+        None: unchanged)."""
         if attr is None:
             w = wte
         else:
             a, b, _ = probes[attr]
             w = wte + a @ b
-        h = [model.hidden(x_all[ids[i:i + chunk]], wte=w) for i in range(0, len(ids), chunk)]
+        h = []
+        for i in range(0, len(ids), chunk):
+            h.append(model.hidden(x_all[ids[i:i + chunk]], wte=w, layer=layer))
         rows = torch.arange(len(ids), device=device)[:, None]
         return torch.cat(h)[rows, pos_all[ids]]  # (B, positions, D)
 
@@ -1394,7 +1404,7 @@ def score_probe(probes, features, y_all, train_ids, test_ids):
 
 
 def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, quiet=False, lr=1e-3,
-          head_steps=None, q_read="name", readout="linear", holdout=0.0):
+          head_steps=None, q_read="name", readout="linear", holdout=0.0, layer=None):
     """P- and/or Q-probe a pretrained run on P_train people, scored on P_test people (holdout > 0:
     trained on the rest of P_train and scored on that fraction of it, to choose a recipe).
     Accuracies in %: p_probe[target] is a grid, one row per attribute of
@@ -1402,11 +1412,17 @@ def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, qu
     q_probe[target] maps attribute -> accuracy (Figure 7); "seen" the same on the people whose value
     some training person has, "unseen_share" the % who have none, "baseline" the majority guess.
     readout: "linear" (the paper's classifier) or "candidates" (scored against the model's own
-    embeddings of the values)."""
+    embeddings of the values). layer K: read the residual stream after block K (0: the embedding);
+    the default, the last (n_layer), reads after the final LayerNorm as the paper does."""
     data = load_checked_data(data_dir)
     device = pick_device(device)
     model, cfg, ckpt = load_checkpoint(run, device, data["vocab"])
     check_same_people(ckpt, data, run)
+    if layer is None:
+        layer = cfg.n_layer
+    if not 0 <= layer <= cfg.n_layer:
+        raise UserError(f"--layer must be in 0..{cfg.n_layer} (the run has {cfg.n_layer} blocks), "
+                        f"got {layer}")
     tok = Tokenizer(data["vocab"])
     labels = {key: ids for key, (_, ids) in probe_classes(data["people"], tok).items()}
     candidates = None
@@ -1421,9 +1437,10 @@ def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, qu
     if steps is None:
         steps = cfg.probe_steps  # the run's own (its preset's unless overridden)
     about = dict(readout=readout, probe_people=len(train), scored_people=len(scored),
-                 scored_on="held-out P_train" if holdout else "P_test", steps=steps)
+                 scored_on="held-out P_train" if holdout else "P_test", steps=steps, layer=layer)
+    read_layer = None if layer == cfg.n_layer else layer  # the last: after the final LayerNorm
     common = dict(steps=steps, device=device, seed=seed, lr=lr, head_steps=head_steps, quiet=quiet,
-                  candidates=candidates)  # the same for both probes
+                  candidates=candidates, layer=read_layer)  # the same for both probes
     result = {}
     if "p" in kinds:
         seqs, positions = p_probe_inputs(data, tok)
@@ -1449,6 +1466,120 @@ def probe(run, data_dir, kinds=("p", "q"), steps=None, device="auto", seed=0, qu
         q_probe["baseline"] = grid["baseline"]
         q_probe.update(about)
         result["q_probe"] = q_probe
+    return result
+
+
+# Where the lookup happens, causally (bioknow's own check; the paper has only the probes). On each
+# P_test person's first biography, the model predicts every value's first token from the token just
+# before it (the read position). Two interventions at one block at a time show which layer's view
+# of the name the prediction uses: (a) the read positions may not attend to the name's tokens at
+# that block; (b) the name's hidden states after block K are another person's (the donor's, read
+# from the same biography with the donor's name in it). If facts were stored on the name (Result
+# 4), patching the name early makes the model answer with the donor's values.
+
+def lookup_inputs(data, tok, people, donors):
+    """Per person: the first biography (EOS first), the same with the donor's name in place of
+    every occurrence of the person's name, the name's token positions, and per attribute the read
+    position, the person's and the donor's first value token. A read position inside the name is
+    left out: patching it would replace the read itself."""
+    first = first_entries(data)
+    rows = []
+    for person, donor in zip(people, donors):
+        seq = [tok.eos] + tok.encode(first[person["id"]])
+        name = tok.encode(person["name"])
+        donor_name = tok.encode(donor["name"])
+        assert len(name) == len(donor_name), "full names are three one-token parts"
+        swapped = list(seq)
+        at_name = set()
+        for i in range(len(seq) - len(name) + 1):
+            if seq[i:i + len(name)] == name:
+                swapped[i:i + len(name)] = donor_name
+                at_name.update(range(i, i + len(name)))
+        reads = []
+        for attr, i in value_positions(seq, person, tok).items():
+            if i - 1 not in at_name:
+                reads.append((attr, i - 1, seq[i], tok.encode(donor[attr])[0]))
+        rows.append(dict(seq=seq, swapped=swapped, at_name=sorted(at_name), reads=reads))
+    return rows
+
+
+def logits_with(model, x, cut_mask=None, cut_blocks=(), patch=None, patch_after=None,
+                at_name=None):
+    """The model's logits at each position of x, with the attention mask cut_mask in the
+    blocks cut_blocks (0: the first), and/or the residual stream at the name's positions (at_name,
+    (B, T) bool) replaced by `patch` after block patch_after (0: the embedding)."""
+    T = x.shape[1]
+    cos = model.cos[:T]
+    sin = model.sin[:T]
+    h = model.wte(x)
+    for i, block in enumerate(model.blocks):
+        if i == patch_after:
+            h = torch.where(at_name[..., None], patch, h)
+        h = block(h, cos, sin, mask=cut_mask if i in cut_blocks else None)
+    return model.lm_head(model.ln_f(h))[..., :model.vocab_size]
+
+
+@torch.no_grad()
+def name_lookup(run, data_dir, device="auto", seed=0):
+    """First-token recall (%) at the read positions of P_test people's first biographies: intact;
+    with the read positions cut from the name's tokens at each block (and at all blocks); and,
+    with the donor's name states patched in after block K (0: the embedding, i.e. the donor's
+    name), the share that follows the donor (where the donor's first token differs) and the
+    share that keeps the person's own value."""
+    data = load_checked_data(data_dir)
+    device = pick_device(device)
+    model, cfg, ckpt = load_checkpoint(run, device, data["vocab"])
+    check_same_people(ckpt, data, run)
+    tok = Tokenizer(data["vocab"])
+    people = [p for p in data["people"] if p["split"] == "test"]
+    order = np.random.default_rng(seed).permutation(len(people))
+    donors = [None] * len(people)
+    for a, b in zip(order, np.roll(order, 1)):  # each person a donor, never their own
+        donors[a] = people[b]
+    rows = lookup_inputs(data, tok, people, donors)
+    T = max(len(r["seq"]) for r in rows)
+
+    def padded(key):
+        return torch.tensor([r[key] + [tok.eos] * (T - len(r[key])) for r in rows], device=device)
+
+    x = padded("seq")
+    x_donor = padded("swapped")
+    at_name = torch.zeros(len(rows), T, dtype=torch.bool, device=device)
+    reads = torch.zeros(len(rows), T, dtype=torch.bool, device=device)
+    for j, r in enumerate(rows):
+        at_name[j, r["at_name"]] = True
+        reads[j, [pos for _, pos, _, _ in r["reads"]]] = True
+    causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    # (B, 1, T, T): a read position (query) may not see the name's tokens (keys)
+    cut_mask = (causal & ~(reads[:, :, None] & at_name[:, None, :]))[:, None]
+
+    def recall(predicted, which):  # which 2: the person's own token, 3: the donor's
+        right = {attr: [] for attr in ATTRIBUTES}
+        for j, r in enumerate(rows):
+            for read in r["reads"]:
+                if which == 3 and read[2] == read[3]:
+                    continue  # the donor shares this first token: it tells nothing
+                right[read[0]].append(int(predicted[j, read[1]]) == read[which])
+        by_attr = {a: round(100.0 * float(np.mean(v)), 1) for a, v in right.items() if v}
+        by_attr["mean"] = round(float(np.mean(list(by_attr.values()))), 1)
+        return by_attr
+
+    def predicted(**intervention):
+        return logits_with(model, x, **intervention).argmax(-1)
+
+    model.eval()
+    blocks = range(cfg.n_layer)
+    result = dict(people=len(rows), intact=recall(predicted(), 2), cut={}, patch={})
+    for b in blocks:
+        cut_one = predicted(cut_mask=cut_mask, cut_blocks=(b,))
+        result["cut"][f"block {b + 1}"] = recall(cut_one, 2)
+    cut_all = predicted(cut_mask=cut_mask, cut_blocks=blocks)
+    result["cut"]["every block"] = recall(cut_all, 2)
+    for k in blocks:
+        patch = model.hidden(x_donor, layer=k)
+        patched = predicted(patch_after=k, patch=patch, at_name=at_name)
+        result["patch"][f"after block {k}"] = dict(follows_donor=recall(patched, 3),
+                                                   keeps_own=recall(patched, 2))
     return result
 
 
@@ -2561,11 +2692,14 @@ def cmd_eval(args):
 def cmd_probe(args):
     if not 0 <= args.holdout < 1:
         raise UserError(f"--holdout must be in [0, 1), got {args.holdout}")
-    kinds = ("p", "q") if args.kind == "both" else (args.kind,)
-    result = probe(run=args.run, data_dir=args.data, kinds=kinds, steps=args.steps,
-                   device=args.device, seed=args.seed, quiet=args.quiet, lr=args.lr,
-                   head_steps=args.head_steps, q_read=args.q_read, readout=args.readout,
-                   holdout=args.holdout)
+    if args.kind == "lookup":
+        result = name_lookup(run=args.run, data_dir=args.data, device=args.device, seed=args.seed)
+    else:
+        kinds = ("p", "q") if args.kind == "both" else (args.kind,)
+        result = probe(run=args.run, data_dir=args.data, kinds=kinds, steps=args.steps,
+                       device=args.device, seed=args.seed, quiet=args.quiet, lr=args.lr,
+                       head_steps=args.head_steps, q_read=args.q_read, readout=args.readout,
+                       holdout=args.holdout, layer=args.layer)
     print_json(result, args.out)
 
 
@@ -2651,8 +2785,12 @@ def parse_args(argv=None):
     p = command("probe", cmd_probe,
                 "P-/Q-probe a frozen pretrained run: where is each attribute stored? (JSON)",
                 "pretrained run directory", "data directory the run was trained on")
-    p.add_argument("--kind", choices=("p", "q", "both"), default="both",
-                   help="which probes (default %(default)s)")
+    p.add_argument("--kind", choices=("p", "q", "both", "lookup"), default="both",
+                   help="which probes (default %(default)s); lookup: the causal check instead, "
+                        "recall with the name's tokens cut from the reads or patched, per block")
+    p.add_argument("--layer", type=int, default=None,
+                   help="read the residual stream after this block (0: the embedding; default: "
+                        "the last, after the final LayerNorm)")
     p.add_argument("--out", default=None, help="write the result as one JSON object here")
     p.add_argument("--steps", type=int, default=None,
                    help="steps training the embedding update with the read-outs "
@@ -2716,6 +2854,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("bioknow: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        # Leave the process group before exit: gloo's threads, left running, can abort the
+        # process at shutdown ("terminate called without an active exception").
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------------

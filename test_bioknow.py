@@ -462,7 +462,7 @@ class Planted(torch.nn.Module):
         super().__init__()
         self.wte, self.codes = torch.nn.Embedding(len(codes) + 1, codes.shape[1]), codes
 
-    def hidden(self, idx, wte=None):
+    def hidden(self, idx, wte=None, layer=None):
         h = self.codes[idx[:, 1] - 1] + 0.1 * torch.randn(len(idx), self.codes.shape[1])
         return h[:, None].expand(-1, idx.shape[1], -1) + 0 * F.embedding(idx, wte)[..., :1]
 
@@ -500,6 +500,79 @@ def test_candidate_read_out_scores_a_value_no_probe_training_person_has():
             unseen = linear["unseen_share"][t][a]
             assert 15 < unseen < 45 and linear["seen"][t][a][0] >= 95
             assert scored[t][a][0] >= 95 and linear[t][a][0] <= scored[t][a][0] - 5  # the unseen are where it fails
+
+
+def test_probe_layer_k_reads_the_residual_stream_after_block_k():
+    model = bk.GPT(bk.resolve_config("tiny", n_layer=3), 50).eval()
+    x = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
+    h = model.wte(x)
+    assert torch.equal(model.hidden(x, layer=0), h)  # 0: the embedding
+    for k, block in enumerate(model.blocks, start=1):
+        h = block(h, model.cos[:12], model.sin[:12])
+        if k < 3:
+            assert torch.equal(model.hidden(x, layer=k), h)
+    assert torch.equal(model.hidden(x), model.ln_f(h))  # the default: the last, after the final LayerNorm
+
+
+def test_probe_at_a_layer_records_it(tiny_run, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    args = ["probe", "--run", str(tiny_run / "run"), "--data", str(tiny_run / "d"), "--steps", "2", "--head-steps",
+            "5", "--kind", "q", "--device", "cpu"]
+    code, _, _ = run_main(capsys, *args, "--layer", "0", "--out", str(out))
+    assert code == 0 and json.loads(out.read_text())["q_probe"]["layer"] == 0
+    code, stdout, _ = run_main(capsys, *args)
+    assert code == 0 and json.loads(stdout)["q_probe"]["layer"] == 1  # the tiny preset's one block
+
+
+def test_lookup_interventions_leave_the_rest_alone():
+    """The attention cut and the patch, checked against what they must equal when they change nothing, and
+    patching the embedding against feeding the donor's tokens."""
+    model = bk.GPT(bk.resolve_config("tiny", n_layer=2), 50).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 50, (3, 12), generator=g)
+    donor = x.clone()
+    donor[:, 2:5] = torch.randint(0, 50, (3, 3), generator=g)
+    at_name = torch.zeros(3, 12, dtype=torch.bool)
+    at_name[:, 2:5] = True
+    with torch.no_grad():
+        plain = model(x)[0]
+        causal = torch.ones(12, 12, dtype=torch.bool).tril().expand(3, 1, 12, 12)
+        assert torch.allclose(bk.logits_with(model, x), plain, atol=1e-5)
+        assert torch.allclose(bk.logits_with(model, x, cut_mask=causal, cut_blocks=(0, 1)), plain, atol=1e-5)
+        own = bk.logits_with(model, x, patch=model.hidden(x, layer=1), patch_after=1, at_name=at_name)
+        assert torch.allclose(own, plain, atol=1e-5)
+        swapped = bk.logits_with(model, x, patch=model.wte(donor), patch_after=0, at_name=at_name)
+        assert torch.allclose(swapped, model(donor)[0], atol=1e-5)
+        cut = causal.clone()
+        cut[:, :, 8, 2:5] = False  # position 8 may not see the name
+        changed = bk.logits_with(model, x, cut_mask=cut, cut_blocks=(1,))
+        assert torch.allclose(changed[:, :8], plain[:, :8], atol=1e-5) and not torch.allclose(changed[:, 8], plain[:, 8])
+
+
+def test_lookup_swaps_every_occurrence_of_the_name(people):
+    tok = bk.Tokenizer(bk.VOCAB)
+    import random
+    five = people[:5]
+    bios = [dict(id=p["id"], text=bk.biographies(p, bk.parse_aug("single+fullname"), random.Random(p["id"]))[0])
+            for p in five]
+    donors = five[1:] + five[:1]
+    for person, donor, row in zip(five, donors, bk.lookup_inputs(dict(bios=bios), tok, five, donors)):
+        name, donor_name = tok.encode(person["name"]), tok.encode(donor["name"])
+        assert len(row["at_name"]) == 6 * len(name)  # fullname: the name in each of six sentences
+        assert [row["swapped"][i] for i in row["at_name"]] == donor_name * 6
+        assert [t for i, t in enumerate(row["seq"]) if i not in row["at_name"]] == \
+            [t for i, t in enumerate(row["swapped"]) if i not in row["at_name"]]
+        for attr, read, own, theirs in row["reads"]:
+            assert row["seq"][read + 1] == own == tok.encode(person[attr])[0] and theirs == tok.encode(donor[attr])[0]
+        assert len(row["reads"]) == 6
+
+
+def test_lookup_command_reports_every_block(tiny_run, capsys):
+    code, stdout, _ = run_main(capsys, "probe", "--run", str(tiny_run / "run"), "--data", str(tiny_run / "d"),
+                               "--kind", "lookup", "--device", "cpu")
+    result = json.loads(stdout)
+    assert code == 0 and result["people"] == 20 and set(result["intact"]) == set(bk.ATTRIBUTES) | {"mean"}
+    assert list(result["cut"]) == ["block 1", "every block"] and list(result["patch"]) == ["after block 0"]
 
 
 # --- GBERT (Appendix H)
@@ -912,6 +985,10 @@ BAD_INPUTS = {  # what a user may type -> words the one-line error must contain
                                            "--out", "OUT"], "other people"),
     "probe on other people": (lambda root: ["probe", "--run", str(root / "run"), "--data", other_people(root),
                                             "--out", "OUT"], "other people"),
+    "lookup on other people": (lambda root: ["probe", "--kind", "lookup", "--run", str(root / "run"), "--data",
+                                             other_people(root), "--out", "OUT"], "other people"),
+    "probe layer past the last block": (lambda root: ["probe", "--run", str(root / "run"), "--data", str(root / "d"),
+                                                      "--layer", "2", "--out", "OUT"], "--layer"),
 }
 
 

@@ -11,6 +11,7 @@ numbers it is compared with, and the checks of what the paper claims. It imports
     python experiments/tables.py qa-ratio       # mixed training at QAr 0.1 ... 0.8 (Figure 10)
     python experiments/tables.py scale          # mixed training against people, passes, size
     python experiments/tables.py probe-scale    # P- and Q-probes against scale (Results 4-5)
+    python experiments/tables.py storage-map    # probes by layer, depth x width (Results 4-5)
 
 A table is data: its rows, each a set of overrides, and the fields that mark a row finished. One
 loop runs any table's rows side by side and appends a JSON line a row to OUT/FILE as it finishes,
@@ -373,9 +374,10 @@ PROBE_SCALE = [(AUGMENTED, "qa_finetune", {}, (0, 1)),
 PROBE_SCALE_READOUTS = ("linear", "candidates")
 
 
-def probe_scale_work(out, setting, method, overrides, seed):
+def model_work(out, table, setting, method, overrides, seed):
+    """OUT/work/TABLE/<setting>-<method>-<overrides>-seed<seed>: one model's own directory."""
     parts = [setting, method] + [f"{k}{v}" for k, v in sorted(overrides.items())] + [f"seed{seed}"]
-    return os.path.join(out, "work", "probe-scale", "-".join(parts))
+    return os.path.join(out, "work", table, "-".join(parts))
 
 
 def probe_scale_rows(preset, seed, out, device):
@@ -383,7 +385,7 @@ def probe_scale_rows(preset, seed, out, device):
     rows = []
     for setting, method, overrides, seeds in PROBE_SCALE:
         for s in seeds:
-            work = probe_scale_work(out, setting, method, overrides, s)
+            work = model_work(out, "probe-scale", setting, method, overrides, s)
             reused = os.path.isfile(os.path.join(work, f"{setting}-{method}", "model.pt"))
             rows.append(Row(dict(setting=setting, method=method, train_overrides=overrides, seed=s,
                                  work=work, reuse=True),
@@ -409,6 +411,64 @@ def probe_scale_line(row, result, preset, seed, device):
                 commit=bk.git_commit())
 
 
+# `storage-map` (Results 4-5 by layer): the headline's single and augmented models, and the
+# augmented setting at greater depth and width together, each Q-probed after every block (the
+# headline's models P-probed after every block too, the others after the last) and checked
+# causally (bk.name_lookup). `where`: the machine a point is sized for (cpu: at most ~90 minutes a
+# seed on one thread; gpu: longer on a CPU).
+STORAGE_MAP = [("single", {}, (0, 1), "cpu"), (AUGMENTED, {}, (0, 1), "cpu"),
+               (AUGMENTED, dict(n_layer=6, n_embd=256), (0, 1), "cpu"),
+               (AUGMENTED, dict(n_layer=2, n_embd=512), (0, 1), "cpu"),
+               (AUGMENTED, dict(n_layer=12, n_embd=256), (0, 1), "gpu"),
+               (AUGMENTED, dict(n_layer=6, n_embd=384), (0, 1), "gpu")]
+
+
+def storage_map_rows(preset, seed, out, device):
+    where = "gpu" if bk.device_type(bk.pick_device(device)) == "cuda" else "cpu"
+    rows = []
+    for setting, overrides, seeds, sized_for in STORAGE_MAP:
+        if sized_for != where:
+            continue
+        for s in seeds:
+            work = model_work(out, "storage-map", setting, "qa_finetune", overrides, s)
+            rows.append(Row(dict(setting=setting, method="qa_finetune", train_overrides=overrides,
+                                 seed=s, work=work, reuse=True),
+                            dict(overrides=overrides)))
+    return rows
+
+
+def layer_profile(run, data_dir, n_layer, device, seed, p_every_layer=True):
+    """The probes read after every block, 0 (the embedding) to n_layer (the last, after the final
+    LayerNorm). p_every_layer False: the P-probe after the last block only (on a biography, each
+    layer's P-probe costs a model pass per attribute and step: ~45 minutes for a 6x256 model's
+    seven layers on one thread), the Q-probe after every block."""
+    profile = []
+    for k in range(n_layer + 1):
+        kinds = ("p", "q") if p_every_layer or k == n_layer else ("q",)
+        profile.append(bk.probe(run, data_dir, kinds=kinds, device=device, seed=seed, quiet=True,
+                                layer=k))
+    return profile
+
+
+def storage_map_line(row, result, preset, seed, device):
+    t0, task = time.time(), row.task
+    run = os.path.join(task["work"], f"{task['setting']}-{task['method']}")
+    data_dir = os.path.join(task["work"], f"data-{task['setting']}")
+    cfg = pretraining_config(preset, task["method"], seed, device, task["train_overrides"])
+    numbers = ("memorization_p_train", "memorization_p_test", "qa_train", "qa_test",
+               "pretrain_steps")
+    return dict(setting=task["setting"], method=task["method"], overrides=task["train_overrides"],
+                seed=seed, n_layer=cfg.n_layer, n_embd=cfg.n_embd,
+                **{k: result[k] for k in numbers},
+                layers=layer_profile(run, data_dir, cfg.n_layer, device, seed,
+                                     p_every_layer=not task["train_overrides"]),
+                lookup=bk.name_lookup(run, data_dir, device=device, seed=seed),
+                pretrain_minutes=result["minutes"],
+                minutes=round(result["minutes"] + (time.time() - t0) / 60, 2), preset=preset,
+                config=dataclasses.asdict(cfg), hardware=result["hardware"], bioknow=bk.VERSION,
+                commit=bk.git_commit())
+
+
 TABLES = {
     "full": Table("full_table.jsonl", full_rows, key=("setting", "method"), preset="table",
                   work="full"),
@@ -425,6 +485,8 @@ TABLES = {
     "scale": Table("mixed_scale.jsonl", scale_rows, key=("overrides", "where"), line=sweep_line),
     "probe-scale": Table("probe_scale.jsonl", probe_scale_rows,
                          key=("setting", "method", "overrides"), line=probe_scale_line),
+    "storage-map": Table("storage_map.jsonl", storage_map_rows, key=("setting", "overrides"),
+                         line=storage_map_line),
 }
 
 
@@ -794,7 +856,9 @@ SECTIONS = dict(headline="The headline, seed by seed (Results 1-3)",
                 grid="QA finetuning recipes (Figure 2)",
                 qa_ratio="Mixed training and the QA ratio (Figure 10)",
                 scale="Mixed training against people, passes, width and depth",
-                probe_scale="Probes against scale (Results 4-5)", gpu="Measured on a GPU",
+                probe_scale="Probes against scale (Results 4-5)",
+                storage_map="Where a fact is stored, block by block (Results 4-5)",
+                gpu="Measured on a GPU",
                 recipe="The QA finetuning recipe, chosen on held-out P_train people of every seed")
 VERDICTS = (("Result 1: mixed training extracts", result_1, "headline"),
             ("Results 2-3: QA finetuning needs augmentation", results_2_3, "full"),
@@ -1001,7 +1065,8 @@ def probes_markdown(results):
     caption = (f"Frozen pretrained models before QA finetuning; probes trained on "
                f"{about['probe_people']} P_train people, scored on {about['scored_people']} P_test "
                f"people ({about['steps']} joint steps after the read-out fit; notes: recipe). "
-               "Seed 0's P-probe grids and Q-probe; the checks on every seed.")
+               "Seed 0's P-probe grids and Q-probe; the checks on every seed. After every block "
+               f"and causally: [{SECTIONS['storage_map']}]({anchor(SECTIONS['storage_map'])}).")
     seeds = [f"seed {res['seed']}" for res in results.headline]
     return section("probes", caption,
                    ["![P-probe grids, first token, beside the paper's Figure 5](p_probe.png)"],
@@ -1254,6 +1319,138 @@ def probe_scale_markdown(results):
     return section("probe_scale", caption, markdown_table(header, table), summary)
 
 
+STORED_AT_THE_NAME = ("company", "birth_date")  # the P-probe's two attributes in the storage check
+
+
+@claim("the paper's storage pattern: P-probe first token at position 0 >= 80% for company and "
+       "birth month, Q-probe first-token mean >= 80% and its whole-value mean within 15 points "
+       "of QA P_test (read after the last block)")
+def storage_pattern(row):
+    last = row["layers"][-1]
+    at_name = [last["p_probe"]["first_token"][bk.ATTRIBUTES.index(a)][0]
+               for a in STORED_AT_THE_NAME]
+    q = last["q_probe"]
+    q_first = float(np.mean(list(q["first_token"].values())))
+    near_qa = abs(whole_mean(q["whole"]) - whole_mean(row["qa_test"])) <= 15
+    return min(at_name) >= 80 and q_first >= 80 and near_qa
+
+
+def layer_cells(probed):
+    """One layer's P-probe at position 0 (company, birth month; None where not probed) and
+    Q-probe first-token and whole-value means."""
+    at_name = [None, None]
+    if "p_probe" in probed:
+        firsts = probed["p_probe"]["first_token"]
+        at_name = [firsts[bk.ATTRIBUTES.index(a)][0] for a in STORED_AT_THE_NAME]
+    q = probed["q_probe"]
+    q_first = float(np.mean(list(q["first_token"].values())))
+    return at_name + [q_first, whole_mean(q["whole"])]
+
+
+def layer_name(k, n_layer):
+    return "embedding" if k == 0 else f"block {k}" + (" (final LN)" if k == n_layer else "")
+
+
+def best_layer(row):
+    """The layer whose Q-probe first-token mean is highest, and that mean."""
+    q_first = [layer_cells(probed)[2] for probed in row["layers"]]
+    k = int(np.argmax(q_first))
+    return layer_name(k, row["n_layer"]), q_first[k]
+
+
+def lookup_cells(row):
+    """Own-value recall intact, cut from the name at every block; after the name's states are
+    patched at the embedding (the donor's name), the share that follows the donor."""
+    lookup = row["lookup"]
+    donor = lookup["patch"]["after block 0"]["follows_donor"]["mean"]
+    return [lookup["intact"]["mean"], lookup["cut"]["every block"]["mean"], donor]
+
+
+def lookup_summary(row):
+    """In words: the block whose cut alone drops recall most, the last patch the prediction still
+    follows (half the reads or more), and the best the Q-probe reads at the name."""
+    lookup = row["lookup"]
+    cuts = {b: c["mean"] for b, c in lookup["cut"].items() if b != "every block"}
+    worst = min(cuts, key=cuts.get)
+    followed = [(k, p["follows_donor"]["mean"]) for k, p in lookup["patch"].items()
+                if p["follows_donor"]["mean"] >= 50]
+    if followed:
+        patch = (f"with another person's name states patched in {followed[-1][0]}, "
+                 f"{fmt(followed[-1][1])}% of reads follow that person")
+    else:
+        patch = "no patch of the name's states moves half the reads to another person"
+    where, q_first = best_layer(row)
+    majority = np.mean(list(row["layers"][0]["q_probe"]["baseline"]["first_token"].values()))
+    return (f"{row['setting']} {shape_name(row)} seed {row['seed']}: first-token recall "
+            f"{fmt(lookup['intact']['mean'])}% intact, {fmt(cuts[worst])}% with the reads cut "
+            f"from the name at {worst} alone; {patch}; the Q-probe at the name reads at most "
+            f"{fmt(q_first)}% (first token, {where}; majority guess {fmt(majority)}%).")
+
+
+def shape_name(row):
+    return f"{row['n_layer']}x{row['n_embd']}"
+
+
+def storage_map_markdown(results):
+    rows = results.lines("storage_map.jsonl")
+    headline = [r for r in rows if not r["overrides"]]
+    profile = []
+    for r in headline:
+        baseline = r["layers"][0]["q_probe"]["baseline"]
+        for k, probed in enumerate(r["layers"]):
+            name = f"{r['setting']} seed {r['seed']}" if k == 0 else ""
+            profile.append([name, layer_name(k, r["n_layer"])] +
+                           [fmt(v) for v in layer_cells(probed)])
+        majority = [r["layers"][0]["p_probe"]["baseline"]["first_token"][a]
+                    for a in STORED_AT_THE_NAME]
+        majority += [float(np.mean(list(baseline["first_token"].values()))),
+                     whole_mean(baseline["whole"])]
+        profile.append(["", "majority guess"] + [fmt(v) for v in majority])
+    header = ["model", "read after", "P-probe pos 0: company", "birth month",
+              "Q-probe first token", "Q-probe whole value"]
+    lookup = []
+    for r in headline:
+        cells = [r["lookup"]["intact"]] + list(r["lookup"]["cut"].values())
+        names = ["intact"] + [f"read positions cut from the name at {b}" for b in r["lookup"]["cut"]]
+        for name, c in zip(names, cells):
+            lookup.append([f"{r['setting']} seed {r['seed']}" if name == "intact" else "", name,
+                           fmt(c["mean"]), ""])
+        for name, c in r["lookup"]["patch"].items():
+            where = "the embedding (the donor's name)" if name == "after block 0" else name
+            lookup.append(["", f"name's states patched: {where}", fmt(c["keeps_own"]["mean"]),
+                           fmt(c["follows_donor"]["mean"])])
+    lookup_header = ["model", "intervention", "own value (first token)", "follows the donor"]
+    shapes = [[r["setting"], shape_name(r), r["seed"], memorised_cell(r), fmt(r["qa_test"]["mean"]),
+               *[fmt(v) for v in layer_cells(r["layers"][-1])], "%s (%.1f)" % best_layer(r),
+               *[fmt(v) for v in lookup_cells(r)], yes(storage_pattern(r)),
+               f"{r['minutes']:.0f}"] for r in rows]
+    shapes_header = ["model", "layers x width", "seed", "memorised", "QA P_test",
+                     "P-probe pos 0: company", "birth month", "Q-probe first token", "whole value",
+                     "best layer (Q first token)", "recall intact", "cut at every block",
+                     "follows donor's name", "paper's pattern", "minutes"]
+    gpu_points = [f"{shape_name(dict(n_layer=o['n_layer'], n_embd=o['n_embd']))}"
+                  for _, o, _, where in STORAGE_MAP if where == "gpu"]
+    caption = (f"{provenance(rows, 'python experiments/tables.py storage-map')} bioknow's own "
+               "addition: the paper probes the last layer only. The cpu preset (N = 1,000, 60 "
+               "passes) at each shape, probed as in the headline after every block (`probe "
+               "--layer K`; the P-probe after the last block only but on the headline's models) "
+               "and checked causally (`probe --kind lookup`): on P_test people's "
+               "first biographies, the first token of each value predicted from the token before "
+               "it, with those read positions cut from the name's tokens by the attention mask, or "
+               "with another person's hidden states patched in at the name. Points sized for a "
+               f"GPU ({', '.join(gpu_points)}): `python experiments/tables.py storage-map --device "
+               "cuda --jobs 4`.")
+    summary = [lookup_summary(r) for r in rows if r["setting"] == AUGMENTED] + [""]
+    summary += [f"{storage_pattern.claim}: " + (
+        "shown by " + ", ".join(f"{shape_name(r)} seed {r['seed']}" for r in rows
+                                if storage_pattern(r))
+        if any(storage_pattern(r) for r in rows) else "shown by no model here") + "."]
+    return section("storage_map", caption, ["![probes by layer](layer_profile.png)"],
+                   ["Layer profile of the headline's models:"], markdown_table(header, profile), ["Where the lookup happens, causally:"],
+                   markdown_table(lookup_header, lookup), ["Against depth and width:"],
+                   markdown_table(shapes_header, shapes), summary)
+
+
 def gpu_markdown(results):
     g = results.tables.get("gpu_session.json")
     paper, cut, d = g["paper_shape_step"], g["paper_slice"], g["ddp_one_nccl_process"]
@@ -1310,6 +1507,7 @@ REPORT_SECTIONS = ((headline_markdown, None), (probes_markdown, None),
                    (finetune_grid_markdown, ["finetune_grid.jsonl"]),
                    (qa_ratio_markdown, ["qa_ratio.jsonl"]), (scale_markdown, ["mixed_scale.jsonl"]),
                    (probe_scale_markdown, ["probe_scale.jsonl"]),
+                   (storage_map_markdown, ["storage_map.jsonl"]),
                    (recipe_markdown, ["finetune_recipe.jsonl"]),
                    (gpu_markdown, ["gpu_session.json"]))
 
@@ -1385,7 +1583,37 @@ def draw_scale(plt, results):
     return fig
 
 
+LAYER_CURVES = ("P-probe pos 0: company", "P-probe pos 0: birth month", "Q-probe first token",
+                "Q-probe whole value")  # layer_cells' order
+
+
+def draw_layer_profile(plt, results):
+    """Per model (the headline's and the map's, seed 0 where there): each probe against the block
+    it reads after, the paper's last-layer number for the augmented setting beside it."""
+    rows = [r for r in results.lines("storage_map.jsonl") if r["seed"] == 0]
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4), sharey=True,
+                             squeeze=False)
+    paper_q = float(np.mean(PAPER_Q_PROBE[AUGMENTED][:6]))
+    for ax, row in zip(axes[0], rows):
+        cells = np.array([layer_cells(probed) for probed in row["layers"]], dtype=float)
+        for curve, name in enumerate(LAYER_CURVES):
+            ax.plot(range(len(cells)), cells[:, curve], "o-", label=name)
+        if row["setting"] == AUGMENTED:
+            ax.axhline(paper_q, color=PAPER_COLOR, ls="--", label="paper's Q-probe first token")
+        names = [layer_name(k, row["n_layer"]).split(" (")[0].replace("block ", "")
+                 for k in range(len(cells))]
+        ax.set_xticks(range(len(cells)), ["emb"] + names[1:])
+        ax.set(xlabel="read after block", ylim=(0, 103),
+               title=f"{row['setting']}, {shape_name(row)} (QA {row['qa_test']['mean']:.0f}%)")
+        ax.title.set_fontsize(8)
+    axes[0][0].set_ylabel("probe accuracy on P_test, %")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("Where a fact can be read, block by block (seed 0)", fontsize=10)
+    return fig
+
+
 PICTURES = (("p_probe.png", draw_p_probe, None), ("qa_ratio.png", draw_qa_ratio, "qa_ratio.jsonl"),
+            ("layer_profile.png", draw_layer_profile, "storage_map.jsonl"),
             ("mixed_scale.png", draw_scale, "mixed_scale.jsonl"))
 
 

@@ -163,6 +163,22 @@ def test_probe_scale_probes_each_model_with_both_readouts(tmp_path, monkeypatch)
     assert read_jsonl(path) == [row]
 
 
+@pytest.mark.slow
+def test_storage_map_probes_after_every_block_and_looks_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "STORAGE_MAP", [(tables.AUGMENTED, dict(people=40, passes=1, n_layer=2),
+                                                 (0,), "cpu")])
+    table, path = tables.TABLES["storage-map"], str(tmp_path / "storage_map.jsonl")
+    tables.run_table(table, "tiny", 0, str(tmp_path), "cpu", quiet=True)
+    row, = read_jsonl(path)
+    assert [layer["q_probe"]["layer"] for layer in row["layers"]] == [0, 1, 2]
+    assert [layer["p_probe"]["layer"] for layer in row["layers"]] == [0, 1, 2]
+    assert list(row["lookup"]["cut"]) == ["block 1", "block 2", "every block"]
+    assert list(row["lookup"]["patch"]) == ["after block 0", "after block 1"]
+    assert "storage-map" in tables.storage_map_markdown(tables.Results([], {"storage_map.jsonl": [row]}))
+    tables.run_table(table, "tiny", 0, str(tmp_path), "cpu", quiet=True)  # nothing left to run
+    assert read_jsonl(path) == [row]
+
+
 # --------------------------------------------------------------------------------------------------
 # --- each check's predicate
 
@@ -205,6 +221,23 @@ def test_probe_checks_hold_on_the_papers_pattern_and_fail_on_ours():
     assert [ok for _, _, ok in checks] == [False] * 5
     assert checks[2][1] == "4.2 against 98.0"  # what was measured stands beside the claim
     assert tables.probe_checks([fake_result("single", "qa_finetune")]) == []  # nothing to check
+
+
+def storage_row(at_name, q_first, q_whole, qa):
+    """A storage-map line read after its last block: the P-probe's position 0 AT_NAME for every
+    attribute, the Q-probe Q_FIRST / Q_WHOLE, QA P_test QA."""
+    probed = {"p_probe": {"first_token": [[at_name] * 6 for _ in bk.ATTRIBUTES]},
+              "q_probe": {"first_token": dict.fromkeys(bk.ATTRIBUTES, q_first),
+                          "whole": dict.fromkeys(bk.ATTRIBUTES[1:], q_whole)}}
+    return dict(fake_result(tables.AUGMENTED, "qa_finetune", qa=qa), layers=[probed], n_layer=2)
+
+
+def test_storage_pattern_holds_on_the_papers_pattern_and_fails_on_ours():
+    assert tables.storage_pattern(storage_row(at_name=99.9, q_first=99.9, q_whole=91.2, qa=96.2))
+    assert not tables.storage_pattern(storage_row(at_name=79.9, q_first=99.9, q_whole=91.2, qa=96.2))
+    assert not tables.storage_pattern(storage_row(at_name=99.9, q_first=79.9, q_whole=91.2, qa=96.2))
+    assert not tables.storage_pattern(storage_row(at_name=99.9, q_first=99.9, q_whole=80.0, qa=96.2))
+    assert not tables.storage_pattern(storage_row(at_name=44.0, q_first=16.0, q_whole=4.0, qa=98.0))  # ours
 
 
 def test_the_papers_own_numbers_hold_every_ordering_check():
