@@ -431,9 +431,10 @@ def storage_map_rows(preset, seed, out, device):
             continue
         for s in seeds:
             work = model_work(out, "storage-map", setting, "qa_finetune", overrides, s)
+            reused = os.path.isfile(os.path.join(work, f"{setting}-qa_finetune", "model.pt"))
             rows.append(Row(dict(setting=setting, method="qa_finetune", train_overrides=overrides,
                                  seed=s, work=work, reuse=True),
-                            dict(overrides=overrides)))
+                            dict(overrides=overrides, pretraining_reused=reused)))
     return rows
 
 
@@ -463,7 +464,7 @@ def storage_map_line(row, result, preset, seed, device):
                 layers=layer_profile(run, data_dir, cfg.n_layer, device, seed,
                                      p_every_layer=not task["train_overrides"]),
                 lookup=bk.name_lookup(run, data_dir, device=device, seed=seed),
-                pretrain_minutes=result["minutes"],
+                pretraining_reused=row.fields["pretraining_reused"],
                 minutes=round(result["minutes"] + (time.time() - t0) / 60, 2), preset=preset,
                 config=dataclasses.asdict(cfg), hardware=result["hardware"], bioknow=bk.VERSION,
                 commit=bk.git_commit())
@@ -1381,7 +1382,8 @@ def lookup_summary(row):
         patch = "no patch of the name's states moves half the reads to another person"
     where, q_first = best_layer(row)
     majority = np.mean(list(row["layers"][0]["q_probe"]["baseline"]["first_token"].values()))
-    return (f"{row['setting']} {shape_name(row)} seed {row['seed']}: first-token recall "
+    untested = "" if is_memorised(row) else " (biographies not memorised: does not test the claim)"
+    return (f"{row['setting']} {shape_name(row)} seed {row['seed']}{untested}: first-token recall "
             f"{fmt(lookup['intact']['mean'])}% intact, {fmt(cuts[worst])}% with the reads cut "
             f"from the name at {worst} alone; {patch}; the Q-probe at the name reads at most "
             f"{fmt(q_first)}% (first token, {where}; majority guess {fmt(majority)}%).")
@@ -1392,7 +1394,9 @@ def shape_name(row):
 
 
 def storage_map_markdown(results):
-    rows = results.lines("storage_map.jsonl")
+    order = {json.dumps([s, o], sort_keys=True): i for i, (s, o, _, _) in enumerate(STORAGE_MAP)}
+    rows = sorted(results.lines("storage_map.jsonl"), key=lambda r: (order.get(json.dumps(
+        [r["setting"], r["overrides"]], sort_keys=True), len(order)), r["seed"]))
     headline = [r for r in rows if not r["overrides"]]
     profile = []
     for r in headline:
@@ -1422,7 +1426,8 @@ def storage_map_markdown(results):
     lookup_header = ["model", "intervention", "own value (first token)", "follows the donor"]
     shapes = [[r["setting"], shape_name(r), r["seed"], memorised_cell(r), fmt(r["qa_test"]["mean"]),
                *[fmt(v) for v in layer_cells(r["layers"][-1])], "%s (%.1f)" % best_layer(r),
-               *[fmt(v) for v in lookup_cells(r)], yes(storage_pattern(r)),
+               *[fmt(v) for v in lookup_cells(r)],
+               yes(storage_pattern(r)) if r["setting"] == AUGMENTED else "",
                f"{r['minutes']:.0f}"] for r in rows]
     shapes_header = ["model", "layers x width", "seed", "memorised", "QA P_test",
                      "P-probe pos 0: company", "birth month", "Q-probe first token", "whole value",
@@ -1439,8 +1444,9 @@ def storage_map_markdown(results):
                "it, with those read positions cut from the name's tokens by the attention mask, or "
                "with another person's hidden states patched in at the name. Points sized for a "
                f"GPU ({', '.join(gpu_points)}): `python experiments/tables.py storage-map --device "
-               "cuda --jobs 4`.")
-    summary = [lookup_summary(r) for r in rows if r["setting"] == AUGMENTED] + [""]
+               "cuda --jobs 4`. Minutes include the pretraining, where it ran before the row "
+               "(`pretraining_reused`) too.")
+    summary = ["- " + lookup_summary(r) for r in rows if r["setting"] == AUGMENTED] + [""]
     summary += [f"{storage_pattern.claim}: " + (
         "shown by " + ", ".join(f"{shape_name(r)} seed {r['seed']}" for r in rows
                                 if storage_pattern(r))
@@ -1588,9 +1594,13 @@ LAYER_CURVES = ("P-probe pos 0: company", "P-probe pos 0: birth month", "Q-probe
 
 
 def draw_layer_profile(plt, results):
-    """Per model (the headline's and the map's, seed 0 where there): each probe against the block
-    it reads after, the paper's last-layer number for the augmented setting beside it."""
-    rows = [r for r in results.lines("storage_map.jsonl") if r["seed"] == 0]
+    """Per model (the headline's and the map's: its first seed whose biographies are memorised,
+    else its first, marked): each probe against the block it reads after, the paper's last-layer
+    number for the augmented setting beside it."""
+    rows = []
+    for seeds in grouped(results.lines("storage_map.jsonl"), ("setting", "overrides")).values():
+        seeds = sorted(seeds, key=lambda r: r["seed"])
+        rows.append(next((r for r in seeds if is_memorised(r)), seeds[0]))
     fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4), sharey=True,
                              squeeze=False)
     paper_q = float(np.mean(PAPER_Q_PROBE[AUGMENTED][:6]))
@@ -1603,12 +1613,14 @@ def draw_layer_profile(plt, results):
         names = [layer_name(k, row["n_layer"]).split(" (")[0].replace("block ", "")
                  for k in range(len(cells))]
         ax.set_xticks(range(len(cells)), ["emb"] + names[1:])
+        untested = "" if is_memorised(row) else ", not memorised"
         ax.set(xlabel="read after block", ylim=(0, 103),
-               title=f"{row['setting']}, {shape_name(row)} (QA {row['qa_test']['mean']:.0f}%)")
+               title=f"{row['setting']}, {shape_name(row)}, seed {row['seed']} (QA "
+                     f"{row['qa_test']['mean']:.0f}%{untested})")
         ax.title.set_fontsize(8)
     axes[0][0].set_ylabel("probe accuracy on P_test, %")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle("Where a fact can be read, block by block (seed 0)", fontsize=10)
+    fig.suptitle("Where a fact can be read, block by block", fontsize=10)
     return fig
 
 
