@@ -171,7 +171,9 @@ def test_storage_map_probes_after_every_block_and_looks_up(tmp_path, monkeypatch
     tables.run_table(table, "tiny", 0, str(tmp_path), "cpu", quiet=True)
     row, = read_jsonl(path)
     assert [layer["q_probe"]["layer"] for layer in row["layers"]] == [0, 1, 2]
-    assert [layer["p_probe"]["layer"] for layer in row["layers"]] == [0, 1, 2]
+    # a map point (overrides): the P-probe after the last block only
+    assert ["p_probe" in layer for layer in row["layers"]] == [False, False, True]
+    assert row["layers"][-1]["p_probe"]["layer"] == 2 and row["pretraining_reused"] is False
     assert list(row["lookup"]["cut"]) == ["block 1", "block 2", "every block"]
     assert list(row["lookup"]["patch"]) == ["after block 0", "after block 1"]
     assert "storage-map" in tables.storage_map_markdown(tables.Results([], {"storage_map.jsonl": [row]}))
