@@ -1498,7 +1498,8 @@ def lookup_inputs(data, tok, people, donors):
         reads = []
         for attr, i in value_positions(seq, person, tok).items():
             if i - 1 not in at_name:
-                reads.append((attr, i - 1, seq[i], tok.encode(donor[attr])[0]))
+                reads.append(dict(attr=attr, pos=i - 1, own=seq[i],
+                                  donor=tok.encode(donor[attr])[0]))
         rows.append(dict(seq=seq, swapped=swapped, at_name=sorted(at_name), reads=reads))
     return rows
 
@@ -1548,18 +1549,18 @@ def name_lookup(run, data_dir, device="auto", seed=0):
     reads = torch.zeros(len(rows), T, dtype=torch.bool, device=device)
     for j, r in enumerate(rows):
         at_name[j, r["at_name"]] = True
-        reads[j, [pos for _, pos, _, _ in r["reads"]]] = True
+        reads[j, [read["pos"] for read in r["reads"]]] = True
     causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
     # (B, 1, T, T): a read position (query) may not see the name's tokens (keys)
     cut_mask = (causal & ~(reads[:, :, None] & at_name[:, None, :]))[:, None]
 
-    def recall(predicted, which):  # which 2: the person's own token, 3: the donor's
+    def recall(predicted, whose="own"):  # whose value the prediction is scored against
         right = {attr: [] for attr in ATTRIBUTES}
         for j, r in enumerate(rows):
             for read in r["reads"]:
-                if which == 3 and read[2] == read[3]:
+                if whose == "donor" and read["own"] == read["donor"]:
                     continue  # the donor shares this first token: it tells nothing
-                right[read[0]].append(int(predicted[j, read[1]]) == read[which])
+                right[read["attr"]].append(int(predicted[j, read["pos"]]) == read[whose])
         by_attr = {a: round(100.0 * float(np.mean(v)), 1) for a, v in right.items() if v}
         by_attr["mean"] = round(float(np.mean(list(by_attr.values()))), 1)
         return by_attr
@@ -1569,17 +1570,17 @@ def name_lookup(run, data_dir, device="auto", seed=0):
 
     model.eval()
     blocks = range(cfg.n_layer)
-    result = dict(people=len(rows), intact=recall(predicted(), 2), cut={}, patch={})
+    result = dict(people=len(rows), intact=recall(predicted()), cut={}, patch={})
     for b in blocks:
         cut_one = predicted(cut_mask=cut_mask, cut_blocks=(b,))
-        result["cut"][f"block {b + 1}"] = recall(cut_one, 2)
+        result["cut"][f"block {b + 1}"] = recall(cut_one)
     cut_all = predicted(cut_mask=cut_mask, cut_blocks=blocks)
-    result["cut"]["every block"] = recall(cut_all, 2)
+    result["cut"]["every block"] = recall(cut_all)
     for k in blocks:
         patch = model.hidden(x_donor, layer=k)
         patched = predicted(patch_after=k, patch=patch, at_name=at_name)
-        result["patch"][f"after block {k}"] = dict(follows_donor=recall(patched, 3),
-                                                   keeps_own=recall(patched, 2))
+        result["patch"][f"after block {k}"] = dict(follows_donor=recall(patched, "donor"),
+                                                   keeps_own=recall(patched))
     return result
 
 

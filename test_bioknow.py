@@ -562,8 +562,10 @@ def test_lookup_swaps_every_occurrence_of_the_name(people):
         assert [row["swapped"][i] for i in row["at_name"]] == donor_name * 6
         assert [t for i, t in enumerate(row["seq"]) if i not in row["at_name"]] == \
             [t for i, t in enumerate(row["swapped"]) if i not in row["at_name"]]
-        for attr, read, own, theirs in row["reads"]:
-            assert row["seq"][read + 1] == own == tok.encode(person[attr])[0] and theirs == tok.encode(donor[attr])[0]
+        for read in row["reads"]:
+            attr = read["attr"]
+            assert row["seq"][read["pos"] + 1] == read["own"] == tok.encode(person[attr])[0]
+            assert read["donor"] == tok.encode(donor[attr])[0]
         assert len(row["reads"]) == 6
 
 
