@@ -374,23 +374,32 @@ PROBE_SCALE = [(AUGMENTED, "qa_finetune", {}, (0, 1)),
 PROBE_SCALE_READOUTS = ("linear", "candidates")
 
 
-def model_work(out, table, setting, method, overrides, seed):
-    """OUT/work/TABLE/<setting>-<method>-<overrides>-seed<seed>: one model's own directory."""
+def model_row(out, table, setting, method, overrides, seed):
+    """A row pretraining its model in OUT/work/TABLE/<setting>-<method>-<overrides>-seed<seed>, its
+    own directory, where a finished pretraining is reused (the line records whether it was)."""
     parts = [setting, method] + [f"{k}{v}" for k, v in sorted(overrides.items())] + [f"seed{seed}"]
-    return os.path.join(out, "work", table, "-".join(parts))
+    work = os.path.join(out, "work", table, "-".join(parts))
+    reused = os.path.isfile(os.path.join(work, f"{setting}-{method}", "model.pt"))
+    return Row(dict(setting=setting, method=method, train_overrides=overrides, seed=seed,
+                    work=work, reuse=True),
+               dict(overrides=overrides, pretraining_reused=reused))
+
+
+def in_spec_order(rows, keys, fields):
+    """ROWS in the order KEYS lists them (each the values of FIELDS), then by seed; others last."""
+    order = {json.dumps(list(key), sort_keys=True): i for i, key in enumerate(keys)}
+
+    def place(row):
+        key = json.dumps([row[f] for f in fields], sort_keys=True)
+        return order.get(key, len(order)), row["seed"]
+
+    return sorted(rows, key=place)
 
 
 def probe_scale_rows(preset, seed, out, device):
     """Each model of PROBE_SCALE on its seeds; a finished pretraining in its directory is reused."""
-    rows = []
-    for setting, method, overrides, seeds in PROBE_SCALE:
-        for s in seeds:
-            work = model_work(out, "probe-scale", setting, method, overrides, s)
-            reused = os.path.isfile(os.path.join(work, f"{setting}-{method}", "model.pt"))
-            rows.append(Row(dict(setting=setting, method=method, train_overrides=overrides, seed=s,
-                                 work=work, reuse=True),
-                            dict(overrides=overrides, pretraining_reused=reused)))
-    return rows
+    return [model_row(out, "probe-scale", setting, method, overrides, s)
+            for setting, method, overrides, seeds in PROBE_SCALE for s in seeds]
 
 
 def probe_scale_line(row, result, preset, seed, device):
@@ -425,17 +434,9 @@ STORAGE_MAP = [("single", {}, (0, 1), "cpu"), (AUGMENTED, {}, (0, 1), "cpu"),
 
 def storage_map_rows(preset, seed, out, device):
     where = "gpu" if bk.device_type(bk.pick_device(device)) == "cuda" else "cpu"
-    rows = []
-    for setting, overrides, seeds, sized_for in STORAGE_MAP:
-        if sized_for != where:
-            continue
-        for s in seeds:
-            work = model_work(out, "storage-map", setting, "qa_finetune", overrides, s)
-            reused = os.path.isfile(os.path.join(work, f"{setting}-qa_finetune", "model.pt"))
-            rows.append(Row(dict(setting=setting, method="qa_finetune", train_overrides=overrides,
-                                 seed=s, work=work, reuse=True),
-                            dict(overrides=overrides, pretraining_reused=reused)))
-    return rows
+    return [model_row(out, "storage-map", setting, "qa_finetune", overrides, s)
+            for setting, overrides, seeds, sized_for in STORAGE_MAP if sized_for == where
+            for s in seeds]
 
 
 def layer_profile(run, data_dir, n_layer, device, seed, p_every_layer=True):
@@ -1295,11 +1296,9 @@ def probe_scale_cells(row):
 
 
 def probe_scale_markdown(results):
-    rows = results.lines("probe_scale.jsonl")
-    order = {json.dumps([s, m, ov], sort_keys=True): i
-             for i, (s, m, ov, _) in enumerate(PROBE_SCALE)}
-    rows = sorted(rows, key=lambda r: (order.get(json.dumps(
-        [r["setting"], r["method"], r["overrides"]], sort_keys=True), len(order)), r["seed"]))
+    rows = in_spec_order(results.lines("probe_scale.jsonl"),
+                         [(s, m, ov) for s, m, ov, _ in PROBE_SCALE],
+                         ("setting", "method", "overrides"))
     table = [[f"{r['setting']} {r['method']}", r["config"]["people"],
               f"{r['n_layer']}x{r['n_embd']}", f"{r['config']['passes']:g}",
               r["qa_ratio"] if r["method"] == "mixed" else "", r["seed"], memorised_cell(r),
@@ -1327,13 +1326,9 @@ STORED_AT_THE_NAME = ("company", "birth_date")  # the P-probe's two attributes i
        "birth month, Q-probe first-token mean >= 80% and its whole-value mean within 15 points "
        "of QA P_test (read after the last block)")
 def storage_pattern(row):
-    last = row["layers"][-1]
-    at_name = [last["p_probe"]["first_token"][bk.ATTRIBUTES.index(a)][0]
-               for a in STORED_AT_THE_NAME]
-    q = last["q_probe"]
-    q_first = float(np.mean(list(q["first_token"].values())))
-    near_qa = abs(whole_mean(q["whole"]) - whole_mean(row["qa_test"])) <= 15
-    return min(at_name) >= 80 and q_first >= 80 and near_qa
+    company, birth_month, q_first, q_whole = layer_cells(row["layers"][-1])
+    near_qa = abs(q_whole - whole_mean(row["qa_test"])) <= 15
+    return min(company, birth_month) >= 80 and q_first >= 80 and near_qa
 
 
 def layer_cells(probed):
@@ -1394,9 +1389,8 @@ def shape_name(row):
 
 
 def storage_map_markdown(results):
-    order = {json.dumps([s, o], sort_keys=True): i for i, (s, o, _, _) in enumerate(STORAGE_MAP)}
-    rows = sorted(results.lines("storage_map.jsonl"), key=lambda r: (order.get(json.dumps(
-        [r["setting"], r["overrides"]], sort_keys=True), len(order)), r["seed"]))
+    rows = in_spec_order(results.lines("storage_map.jsonl"), [(s, o) for s, o, _, _ in STORAGE_MAP],
+                         ("setting", "overrides"))
     headline = [r for r in rows if not r["overrides"]]
     profile = []
     for r in headline:
@@ -1415,7 +1409,8 @@ def storage_map_markdown(results):
     lookup = []
     for r in headline:
         cells = [r["lookup"]["intact"]] + list(r["lookup"]["cut"].values())
-        names = ["intact"] + [f"read positions cut from the name at {b}" for b in r["lookup"]["cut"]]
+        names = ["intact"]
+        names += [f"read positions cut from the name at {b}" for b in r["lookup"]["cut"]]
         for name, c in zip(names, cells):
             lookup.append([f"{r['setting']} seed {r['seed']}" if name == "intact" else "", name,
                            fmt(c["mean"]), ""])
@@ -1452,9 +1447,9 @@ def storage_map_markdown(results):
                                 if storage_pattern(r))
         if any(storage_pattern(r) for r in rows) else "shown by no model here") + "."]
     return section("storage_map", caption, ["![probes by layer](layer_profile.png)"],
-                   ["Layer profile of the headline's models:"], markdown_table(header, profile), ["Where the lookup happens, causally:"],
-                   markdown_table(lookup_header, lookup), ["Against depth and width:"],
-                   markdown_table(shapes_header, shapes), summary)
+                   ["Layer profile of the headline's models:"], markdown_table(header, profile),
+                   ["Where the lookup happens, causally:"], markdown_table(lookup_header, lookup),
+                   ["Against depth and width:"], markdown_table(shapes_header, shapes), summary)
 
 
 def gpu_markdown(results):
