@@ -1685,7 +1685,7 @@ def pretrained_run(setting, method, preset, seed, device, work, quiet=False, tra
                    reuse=False, celebrities=0):
     """setting_data and WORK/SETTING-METHOD pretrained on it: bio pretraining for the method
     qa_finetune, mixed training for the method mixed. reuse: keep a finished run whose
-    configuration is the one asked for."""
+    configuration is the one asked for, and continue a killed one from its last checkpoint."""
     base = resolve_config(preset, "train", seed=seed, device=device, **(train_overrides or {}))
     data_dir = setting_data(setting, base.people, seed, work, celebrities, quiet)
     if celebrities:
@@ -1694,9 +1694,11 @@ def pretrained_run(setting, method, preset, seed, device, work, quiet=False, tra
         run = os.path.join(work, f"{setting}-{method}")
     data = load_data(data_dir)
     train_cfg = dataclasses.replace(base, mode="bio" if method == "qa_finetune" else "mixed")
-    reused = finished_pretraining(run, data, train_cfg, device) if reuse else None
-    if reused:
-        model, info = reused
+    saved = saved_pretraining(run, data, train_cfg, device) if reuse else None
+    if saved == "unfinished":
+        model, info = train(train_cfg, data_dir, run, quiet=quiet, resume=True)
+    elif saved:
+        model, info = saved
     else:
         model, info = train(train_cfg, data_dir, run, force=True, quiet=quiet)
     return data_dir, data, run, model, info
@@ -2454,17 +2456,18 @@ def setting_data(setting, people, seed, work, celebrities=0, quiet=False):
     return data_dir
 
 
-def finished_pretraining(run, data, cfg, device):
-    """(model, info) of RUN when it is a finished pretraining of `cfg` on `data`, to reuse; None
-    otherwise."""
+def saved_pretraining(run, data, cfg, device):
+    """What RUN holds of a pretraining of `cfg` on `data`: (model, info) when it finished, to reuse;
+    "unfinished" when it was killed after a checkpoint, to resume; None otherwise."""
     if not os.path.isfile(os.path.join(run, "model.pt")):
         return None
     model, saved, ckpt = load_checkpoint(run, device=pick_device(device), vocab=data["vocab"])
-    finished = ckpt["kind"] == "pretrain" and ckpt["step"] == ckpt["total_steps"]
-    if not finished or ckpt.get("data") != data_identity(data):
+    if ckpt["kind"] != "pretrain" or ckpt.get("data") != data_identity(data):
         return None
     if dataclasses.replace(saved, device=device) != cfg:
         return None
+    if ckpt["step"] < ckpt["total_steps"]:
+        return "unfinished"
     info = dict(steps=ckpt["step"], final_loss=final_loss(run, []),
                 holdout_ids=set(ckpt.get("holdout_ids", [])))
     return model, info

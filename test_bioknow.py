@@ -797,6 +797,25 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path, monkeypatch, stage):
     assert same_weights(full, cut) and logged_curve(full) == logged_curve(cut)
 
 
+def test_reused_pretraining_continues_a_killed_run_from_its_checkpoint(tmp_path, monkeypatch):
+    """A table row whose pretraining was killed continues it (reuse=True), ending where an
+    uninterrupted run ends; a finished one is kept as it is."""
+    overrides = dict(people=40, steps=12, ckpt_every=5, log_every=1)
+    pretrain = lambda work: bk.pretrained_run("single", "qa_finetune", "tiny", 0, "cpu", str(work),
+                                              quiet=True, train_overrides=overrides, reuse=True)
+    full = pretrain(tmp_path / "full")[2]
+    crash_after_checkpoints(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tmp_path / "cut")
+    monkeypatch.undo()
+    _, _, cut, _, info = pretrain(tmp_path / "cut")
+    assert info["resumed_from"] == 10
+    assert same_weights(full, cut) and logged_curve(full) == logged_curve(cut)
+    stamp = os.path.getmtime(os.path.join(cut, "model.pt"))
+    assert pretrain(tmp_path / "cut")[4]["steps"] == 12
+    assert os.path.getmtime(os.path.join(cut, "model.pt")) == stamp
+
+
 def test_resume_refuses_a_run_it_cannot_continue(tmp_path):
     d, r, other = str(tmp_path / "d"), str(tmp_path / "r"), str(tmp_path / "other")
     bk.generate(d, 40, "single", quiet=True)

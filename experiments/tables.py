@@ -376,7 +376,8 @@ PROBE_SCALE_READOUTS = ("linear", "candidates")
 
 def model_row(out, table, setting, method, overrides, seed):
     """A row pretraining its model in OUT/work/TABLE/<setting>-<method>-<overrides>-seed<seed>, its
-    own directory, where a finished pretraining is reused (the line records whether it was)."""
+    own directory, where a finished pretraining is reused and a killed one continued (the line
+    records whether one was there: its minutes then leave out what ran before)."""
     parts = [setting, method] + [f"{k}{v}" for k, v in sorted(overrides.items())] + [f"seed{seed}"]
     work = os.path.join(out, "work", table, "-".join(parts))
     reused = os.path.isfile(os.path.join(work, f"{setting}-{method}", "model.pt"))
@@ -427,6 +428,7 @@ def probe_scale_line(row, result, preset, seed, device):
 # seed on one thread; gpu: longer on a CPU).
 STORAGE_MAP = [("single", {}, (0, 1), "cpu"), (AUGMENTED, {}, (0, 1), "cpu"),
                (AUGMENTED, dict(n_layer=6, n_embd=256), (0, 1), "cpu"),
+               (AUGMENTED, dict(n_layer=6, n_embd=256, lr=1e-3), (0, 1), "cpu"),
                (AUGMENTED, dict(n_layer=2, n_embd=512), (0, 1), "cpu"),
                (AUGMENTED, dict(n_layer=12, n_embd=256), (0, 1), "gpu"),
                (AUGMENTED, dict(n_layer=6, n_embd=384), (0, 1), "gpu")]
@@ -1385,7 +1387,9 @@ def lookup_summary(row):
 
 
 def shape_name(row):
-    return f"{row['n_layer']}x{row['n_embd']}"
+    """Layers x width, and the learning rate where a row sets its own (the preset's otherwise)."""
+    lr = row.get("overrides", {}).get("lr")
+    return f"{row['n_layer']}x{row['n_embd']}" + (f", lr {lr:g}" if lr else "")
 
 
 def storage_map_markdown(results):
@@ -1424,23 +1428,24 @@ def storage_map_markdown(results):
                *[fmt(v) for v in lookup_cells(r)],
                yes(storage_pattern(r)) if r["setting"] == AUGMENTED else "",
                f"{r['minutes']:.0f}"] for r in rows]
-    shapes_header = ["model", "layers x width", "seed", "memorised", "QA P_test",
+    shapes_header = ["model", "layers x width (lr)", "seed", "memorised", "QA P_test",
                      "P-probe pos 0: company", "birth month", "Q-probe first token", "whole value",
                      "best layer (Q first token)", "recall intact", "cut at every block",
                      "follows donor's name", "paper's pattern", "minutes"]
     gpu_points = [f"{shape_name(dict(n_layer=o['n_layer'], n_embd=o['n_embd']))}"
                   for _, o, _, where in STORAGE_MAP if where == "gpu"]
-    caption = (f"{provenance(rows, 'python experiments/tables.py storage-map')} bioknow's own "
-               "addition: the paper probes the last layer only. The cpu preset (N = 1,000, 60 "
-               "passes) at each shape, probed as in the headline after every block (`probe "
-               "--layer K`; the P-probe after the last block only but on the headline's models) "
-               "and checked causally (`probe --kind lookup`): on P_test people's "
-               "first biographies, the first token of each value predicted from the token before "
-               "it, with those read positions cut from the name's tokens by the attention mask, or "
-               "with another person's hidden states patched in at the name. Points sized for a "
-               f"GPU ({', '.join(gpu_points)}): `python experiments/tables.py storage-map --device "
-               "cuda --jobs 4`. Minutes include the pretraining, where it ran before the row "
-               "(`pretraining_reused`) too.")
+    caption = (f"{provenance(rows, 'python experiments/tables.py storage-map')} "
+               "bioknow's own addition: the paper probes the last layer only. The cpu preset (N "
+               "= 1,000, 60 passes, lr 3e-3 unless the row names its own) at each shape, probed "
+               "as in the headline after every block (`probe --layer K`; the P-probe after the "
+               "last block only but on the headline's models) and checked causally (`probe "
+               "--kind lookup`): on P_test people's first biographies, the first token of each "
+               "value predicted from the token before it, with those read positions cut from "
+               "the name's tokens by the attention mask, or with another person's hidden states "
+               "patched in at the name. Points sized for a GPU ("
+               f"{', '.join(gpu_points)}"
+               "): `python experiments/tables.py storage-map --device cuda --jobs 4`. Minutes "
+               "include the pretraining, where it ran before the row (`pretraining_reused`) too.")
     summary = ["- " + lookup_summary(r) for r in rows if r["setting"] == AUGMENTED] + [""]
     summary += [f"{storage_pattern.claim}: " + (
         "shown by " + ", ".join(f"{shape_name(r)} seed {r['seed']}" for r in rows
