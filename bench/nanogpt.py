@@ -1,10 +1,11 @@
 """
-The baseline bioknow's training step is measured against: a plain nanoGPT-style GPT and training step (learned
-position embeddings, biases, exact GELU, one fused QKV projection, SDPA attention, tied embeddings, AdamW), written here
-from the description of nanoGPT's model.py / train.py, at the same shapes as a bioknow preset. It lives outside
-bioknow.py on purpose: it is only a yardstick.
+The baseline bioknow's training step is measured against: a plain nanoGPT-style GPT and training
+step (learned position embeddings, biases, exact GELU, one fused QKV projection, SDPA attention,
+tied embeddings, AdamW), written here from the description of nanoGPT's model.py / train.py, at
+the same shapes as a bioknow preset. It lives outside bioknow.py on purpose: it is only a
+yardstick.
 
-    python bench/nanogpt.py --preset cpu            # one JSON line: both steps' tokens/s and the ratio
+    python bench/nanogpt.py --preset cpu  # one JSON line: both steps' tokens/s and the ratio
 """
 import argparse
 import json
@@ -55,14 +56,16 @@ class NanoGPT(nn.Module):
         self.wte.weight = self.lm_head.weight
         for name, p in self.named_parameters():
             if p.dim() == 2:
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") else 0.02)
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer)
+                                       if name.endswith("c_proj.weight") else 0.02)
 
     def forward(self, idx, targets):
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
         for block in self.h:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=-1)
 
 
 def nanogpt_step(cfg, vocab_size, device):
@@ -72,7 +75,8 @@ def nanogpt_step(cfg, vocab_size, device):
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=cfg.weight_decay),
               dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=bk.device_type(device) == "cuda")
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95),
+                            fused=bk.device_type(device) == "cuda")
     fwd = bk.maybe_compile(model, cfg, device)
     w = torch.randint(vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device)
 
@@ -92,22 +96,29 @@ def main():
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", default="auto", choices=("auto", "on", "off"))
-    p.add_argument("--steps", type=int, default=100, help="timed steps of each, alternating (default %(default)s)")
+    p.add_argument("--steps", type=int, default=100,
+                   help="timed steps of each, alternating (default %(default)s)")
     p.add_argument("--warmup", type=int, default=5)
     args = p.parse_args()
-    cfg = bk.resolve_config(args.preset, device=args.device, compile=args.compile, batch_size=args.batch_size)
+    cfg = bk.resolve_config(args.preset, device=args.device, compile=args.compile,
+                            batch_size=args.batch_size)
     device = bk.pick_device(cfg.device)
     bk.tune_for(device)  # the same process settings for both
-    steps = dict(bioknow=bk.bench_step(cfg, len(bk.VOCAB), device)[0], nanogpt=nanogpt_step(cfg, len(bk.VOCAB), device))
+    steps = dict(bioknow=bk.bench_step(cfg, len(bk.VOCAB), device)[0],
+                 nanogpt=nanogpt_step(cfg, len(bk.VOCAB), device))
     times = {name: [] for name in steps}
-    for i in range(args.warmup + args.steps):  # one step of each in turn: a noisy machine slows both alike
+    # one step of each in turn: a noisy machine slows both alike
+    for i in range(args.warmup + args.steps):
         for name, step in (list(steps.items())[::1 if i % 2 else -1]):  # ABBA order
             times[name].append(bk.seconds_per_call(step, 1, 0, device))
     tokens = cfg.batch_size * cfg.block_size
     rate = {name: tokens / float(np.median(t[args.warmup:])) for name, t in times.items()}
-    print(json.dumps(dict(shape=dict({k: getattr(cfg, k) for k in bk.BENCH_SHAPE}, vocab_size=len(bk.VOCAB)),
-                          device=bk.hardware_name(device), steps=args.steps, statistic="median step",
-                          bioknow_tokens_per_sec=round(rate["bioknow"]), nanogpt_tokens_per_sec=round(rate["nanogpt"]),
+    print(json.dumps(dict(shape=dict({k: getattr(cfg, k) for k in bk.BENCH_SHAPE},
+                                     vocab_size=len(bk.VOCAB)),
+                          device=bk.hardware_name(device), steps=args.steps,
+                          statistic="median step",
+                          bioknow_tokens_per_sec=round(rate["bioknow"]),
+                          nanogpt_tokens_per_sec=round(rate["nanogpt"]),
                           ratio=round(rate["bioknow"] / rate["nanogpt"], 3))))
 
 

@@ -165,8 +165,8 @@ def test_probe_scale_probes_each_model_with_both_readouts(tmp_path, monkeypatch)
 
 @pytest.mark.slow
 def test_storage_map_probes_after_every_block_and_looks_up(tmp_path, monkeypatch):
-    monkeypatch.setattr(tables, "STORAGE_MAP", [(tables.AUGMENTED, dict(people=40, passes=1, n_layer=2),
-                                                 (0,), "cpu")])
+    monkeypatch.setattr(tables, "STORAGE_MAP",
+                        [(tables.AUGMENTED, dict(people=40, passes=1, n_layer=2), (0,), "cpu")])
     table, path = tables.TABLES["storage-map"], str(tmp_path / "storage_map.jsonl")
     tables.run_table(table, "tiny", 0, str(tmp_path), "cpu", quiet=True)
     row, = read_jsonl(path)
@@ -176,7 +176,8 @@ def test_storage_map_probes_after_every_block_and_looks_up(tmp_path, monkeypatch
     assert row["layers"][-1]["p_probe"]["layer"] == 2 and row["pretraining_reused"] is False
     assert list(row["lookup"]["cut"]) == ["block 1", "block 2", "every block"]
     assert list(row["lookup"]["patch"]) == ["after block 0", "after block 1"]
-    assert "storage-map" in tables.storage_map_markdown(tables.Results([], {"storage_map.jsonl": [row]}))
+    assert "storage-map" in tables.storage_map_markdown(
+        tables.Results([], {"storage_map.jsonl": [row]}))
     tables.run_table(table, "tiny", 0, str(tmp_path), "cpu", quiet=True)  # nothing left to run
     assert read_jsonl(path) == [row]
 
@@ -236,10 +237,14 @@ def storage_row(at_name, q_first, q_whole, qa):
 
 def test_storage_pattern_holds_on_the_papers_pattern_and_fails_on_ours():
     assert tables.storage_pattern(storage_row(at_name=99.9, q_first=99.9, q_whole=91.2, qa=96.2))
-    assert not tables.storage_pattern(storage_row(at_name=79.9, q_first=99.9, q_whole=91.2, qa=96.2))
-    assert not tables.storage_pattern(storage_row(at_name=99.9, q_first=79.9, q_whole=91.2, qa=96.2))
-    assert not tables.storage_pattern(storage_row(at_name=99.9, q_first=99.9, q_whole=80.0, qa=96.2))
-    assert not tables.storage_pattern(storage_row(at_name=44.0, q_first=16.0, q_whole=4.0, qa=98.0))  # ours
+    assert not tables.storage_pattern(
+        storage_row(at_name=79.9, q_first=99.9, q_whole=91.2, qa=96.2))
+    assert not tables.storage_pattern(
+        storage_row(at_name=99.9, q_first=79.9, q_whole=91.2, qa=96.2))
+    assert not tables.storage_pattern(
+        storage_row(at_name=99.9, q_first=99.9, q_whole=80.0, qa=96.2))
+    assert not tables.storage_pattern(
+        storage_row(at_name=44.0, q_first=16.0, q_whole=4.0, qa=98.0))  # ours
 
 
 def test_the_papers_own_numbers_hold_every_ordering_check():
