@@ -6,6 +6,8 @@
 #   3. DDP: one NCCL process under torchrun against the plain single-process run (loss curves side by side);
 #   4. a profile of the paper-shape step (the kernels that take the time);
 #   5. with what time is left, the mixed-training scale study's GPU points, many runs side by side.
+# The paper's shape probed (12 x 768 at N = 10,000: memorisation, probes by block, QA) is bench/gpu_paper_shape.sh,
+# a call of its own before this one.
 # Installs nothing, needs no network, writes everything under OUT (default gpu_out/) and packs it into
 # OUT/gpu_results.tar.gz. Without a CUDA GPU it stops at once with one line (exit 1). DRY=1 runs every step at toy
 # sizes on the CPU, to check the script itself.
