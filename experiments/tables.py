@@ -1388,8 +1388,11 @@ def lookup_summary(row):
 
 def shape_name(row):
     """Layers x width, and the learning rate where a row sets its own (the preset's otherwise)."""
+    name = f"{row['n_layer']}x{row['n_embd']}"
     lr = row.get("overrides", {}).get("lr")
-    return f"{row['n_layer']}x{row['n_embd']}" + (f", lr {lr:g}" if lr else "")
+    if lr:
+        name += ", lr " + ("%.0e" % lr).replace("e-0", "e-")  # 0.001 -> 1e-3
+    return name
 
 
 def storage_map_markdown(results):
@@ -1597,8 +1600,10 @@ def draw_layer_profile(plt, results):
     """Per model (the headline's and the map's: its first seed whose biographies are memorised,
     else its first, marked): each probe against the block it reads after, the paper's last-layer
     number for the augmented setting beside it."""
+    lines = in_spec_order(results.lines("storage_map.jsonl"),
+                          [(s, o) for s, o, _, _ in STORAGE_MAP], ("setting", "overrides"))
     rows = []
-    for seeds in grouped(results.lines("storage_map.jsonl"), ("setting", "overrides")).values():
+    for seeds in grouped(lines, ("setting", "overrides")).values():
         seeds = sorted(seeds, key=lambda r: r["seed"])
         rows.append(next((r for r in seeds if is_memorised(r)), seeds[0]))
     fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4), sharey=True,
