@@ -1695,10 +1695,12 @@ def pretrained_run(setting, method, preset, seed, device, work, quiet=False, tra
     data = load_data(data_dir)
     train_cfg = dataclasses.replace(base, mode="bio" if method == "qa_finetune" else "mixed")
     saved = saved_pretraining(run, data, train_cfg, device) if reuse else None
-    if saved == "unfinished":
+    if saved == "finished":
+        model, _, ckpt = load_checkpoint(run, device=pick_device(device), vocab=data["vocab"])
+        info = dict(steps=ckpt["step"], final_loss=final_loss(run, []),
+                    holdout_ids=set(ckpt.get("holdout_ids", [])))
+    elif saved == "unfinished":
         model, info = train(train_cfg, data_dir, run, quiet=quiet, resume=True)
-    elif saved:
-        model, info = saved
     else:
         model, info = train(train_cfg, data_dir, run, force=True, quiet=quiet)
     return data_dir, data, run, model, info
@@ -2457,20 +2459,16 @@ def setting_data(setting, people, seed, work, celebrities=0, quiet=False):
 
 
 def saved_pretraining(run, data, cfg, device):
-    """What RUN holds of a pretraining of `cfg` on `data`: (model, info) when it finished, to reuse;
-    "unfinished" when it was killed after a checkpoint, to resume; None otherwise."""
+    """How far RUN got with a pretraining of `cfg` on `data`: "finished" (to keep), "unfinished"
+    (killed after a checkpoint: to continue), or None (nothing of it there: to start afresh)."""
     if not os.path.isfile(os.path.join(run, "model.pt")):
         return None
-    model, saved, ckpt = load_checkpoint(run, device=pick_device(device), vocab=data["vocab"])
+    ckpt, saved = read_checkpoint(run, vocab=data["vocab"])
     if ckpt["kind"] != "pretrain" or ckpt.get("data") != data_identity(data):
         return None
     if dataclasses.replace(saved, device=device) != cfg:
         return None
-    if ckpt["step"] < ckpt["total_steps"]:
-        return "unfinished"
-    info = dict(steps=ckpt["step"], final_loss=final_loss(run, []),
-                holdout_ids=set(ckpt.get("holdout_ids", [])))
-    return model, info
+    return "finished" if ckpt["step"] >= ckpt["total_steps"] else "unfinished"
 
 
 def run_rows(tasks, preset, seed, device, work, jobs=1, quiet=False, desc=""):

@@ -893,7 +893,8 @@ def test_reused_pretraining_continues_a_killed_run_from_its_checkpoint(tmp_path,
     assert info["resumed_from"] == 10
     assert same_weights(full, cut) and logged_curve(full) == logged_curve(cut)
     stamp = os.path.getmtime(os.path.join(cut, "model.pt"))
-    assert pretrain(tmp_path / "cut")[4]["steps"] == 12
+    kept = pretrain(tmp_path / "cut")[4]
+    assert kept["steps"] == 12 and "resumed_from" not in kept  # loaded, not trained again
     assert os.path.getmtime(os.path.join(cut, "model.pt")) == stamp
 
 

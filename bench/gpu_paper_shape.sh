@@ -10,13 +10,14 @@
 #   4. QA finetuning on P_train (the paper preset's optimiser, EPOCHS passes) and eval: QA P_test.
 # One setting takes about 5-8 minutes on one H100/H200 (the pretraining ~0.65M tokens a pass at ~0.5-0.7M tokens/s):
 # run one setting a call, e.g. SETTINGS=multi5+permute+fullname. Installs nothing, needs no network, writes every
-# result under OUT (default gpu_out/) as it comes, and stops a setting's remaining steps at DEADLINE seconds. Without
-# a CUDA GPU it stops at once with one line (exit 1). DRY=1 runs every step at toy sizes on the CPU.
+# result under OUT (default gpu_out/ where it is called) as it comes, and stops a setting's remaining steps at
+# DEADLINE seconds (a step cut there is reported, never read as finished). Without a CUDA GPU it stops at once with
+# one line (exit 1). DRY=1 runs every step at toy sizes on the CPU.
 #
 #     SETTINGS=multi5+permute+fullname bash bench/gpu_paper_shape.sh [OUT]
 set -uo pipefail
+OUT=$(realpath -m "${1:-${OUT:-gpu_out}}")  # before the cd: relative to where it was called from
 cd "$(dirname "$0")/.."
-OUT=${1:-${OUT:-gpu_out}}
 mkdir -p "$OUT/results"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
@@ -35,6 +36,7 @@ else  # toy sizes on the CPU: the script's plumbing, not its numbers
     EPOCHS=${EPOCHS:-1}; DEADLINE=${DEADLINE:-900}; N_LAYER=1
 fi
 in_time() { [ "$(elapsed)" -lt "$DEADLINE" ] || { echo "past the deadline ($DEADLINE s): $*"; false; }; }
+left() { local l=$(( DEADLINE - $(elapsed) )); echo $(( l > 0 ? l : 1 )); }  # timeout 0: no limit
 
 step "machine"
 { nvidia-smi 2>/dev/null || true; git rev-parse HEAD 2>/dev/null; $PY -c "import torch; print('torch', torch.__version__,
@@ -45,10 +47,12 @@ for S in $SETTINGS; do
     step "$S: generate $N people, pretrain $PASSES passes ($PRESET preset)"
     $PY bioknow.py generate --out "$W/data" --people "$N" --aug "$S" --seed 0 --force --quiet > "$R/generate.json"
     in_time pretraining || continue
-    timeout $(( DEADLINE - $(elapsed) )) $PY bioknow.py train --data "$W/data" --out "$W/run" --preset $PRESET \
+    timeout "$(left)" $PY bioknow.py train --data "$W/data" --out "$W/run" --preset $PRESET \
         --passes "$PASSES" --device $DEV --force --quiet > "$R/train.json"
-    cp "$W/run/log.jsonl" "$R/train_log.jsonl"; cp "$W/run/config.json" "$R/train_config.json"
-    [ -f "$W/run/model.pt" ] || { echo "$S: no pretrained model"; continue; }
+    rc=$?
+    for f in log.jsonl config.json; do [ -f "$W/run/$f" ] && cp "$W/run/$f" "$R/train_$f"; done
+    # a checkpoint is saved mid-run too: only a run that ended well is a pretrained model
+    [ $rc -eq 0 ] || { echo "$S: pretraining did not finish (exit $rc: 124 is the deadline)"; continue; }
     $PY bioknow.py eval --run "$W/run" --data "$W/data" --device $DEV --quiet --out "$R/pretrained_eval.json" \
         > /dev/null
     $PY -c "import json, sys; r = json.load(open(sys.argv[1])); print('memorised P_train / P_test',
@@ -65,10 +69,12 @@ r['memorization_p_train']['mean'], r['memorization_p_test']['mean'])" "$R/pretra
 
     step "$S: QA finetuning on P_train, $EPOCHS epochs; eval on P_test"
     in_time finetuning || continue
-    timeout $(( DEADLINE - $(elapsed) )) $PY bioknow.py finetune --run "$W/run" --data "$W/data" --out "$W/qa" \
+    timeout "$(left)" $PY bioknow.py finetune --run "$W/run" --data "$W/data" --out "$W/qa" \
         --preset $PRESET --epochs "$EPOCHS" --device $DEV --force --quiet > "$R/finetune.json"
-    [ -f "$W/qa/model.pt" ] && $PY bioknow.py eval --run "$W/qa" --data "$W/data" --device $DEV --quiet \
-        --out "$R/qa_eval.json" > /dev/null
+    rc=$?
+    [ $rc -eq 0 ] || { echo "$S: finetuning did not finish (exit $rc: 124 is the deadline)"; continue; }
+    $PY bioknow.py eval --run "$W/qa" --data "$W/data" --device $DEV --quiet --out "$R/qa_eval.json" \
+        > /dev/null
 done
 
 step "done"

@@ -424,14 +424,14 @@ def probe_scale_line(row, result, preset, seed, device):
 # `storage-map` (Results 4-5 by layer): the headline's single and augmented models, and the
 # augmented setting at greater depth and width together, each Q-probed after every block (the
 # headline's models P-probed after every block too, the others after the last) and checked
-# causally (bk.name_lookup). `where`: the machine a point is sized for (cpu: at most ~90 minutes a
+# causally (bk.name_lookup). `where`: the machine a point is sized for (cpu: at most ~2 hours a
 # seed on one thread; gpu: longer on a CPU).
 STORAGE_MAP = [("single", {}, (0, 1), "cpu"), (AUGMENTED, {}, (0, 1), "cpu"),
                (AUGMENTED, dict(n_layer=6, n_embd=256), (0, 1), "cpu"),
                (AUGMENTED, dict(n_layer=6, n_embd=256, lr=1e-3), (0, 1), "cpu"),
-               (AUGMENTED, dict(n_layer=2, n_embd=512), (0, 1), "cpu"),
-               (AUGMENTED, dict(n_layer=12, n_embd=256), (0, 1), "gpu"),
-               (AUGMENTED, dict(n_layer=6, n_embd=384), (0, 1), "gpu")]
+               (AUGMENTED, dict(n_layer=2, n_embd=512, lr=1e-3), (0, 1), "cpu"),
+               (AUGMENTED, dict(n_layer=12, n_embd=256, lr=1e-3), (0, 1), "gpu"),
+               (AUGMENTED, dict(n_layer=6, n_embd=384, lr=1e-3), (0, 1), "gpu")]
 
 
 def storage_map_rows(preset, seed, out, device):
@@ -1386,12 +1386,34 @@ def lookup_summary(row):
             f"{fmt(q_first)}% (first token, {where}; majority guess {fmt(majority)}%).")
 
 
+def storage_by_shape(rows):
+    """The name's best Q-probe read (first token) and position 0's P-probe after the last block,
+    shape by shape, on the augmented models that memorised their biographies: whether width or
+    depth starts to put a fact at the name."""
+    memorised = [r for r in rows if r["setting"] == AUGMENTED and is_memorised(r)]
+    if not memorised:
+        return "No augmented model here has memorised its biographies."
+    parts = []
+    for seeds in grouped(memorised, ("overrides",)).values():
+        last = [layer_cells(r["layers"][-1]) for r in seeds]
+        q_first = " / ".join(fmt(best_layer(r)[1]) for r in seeds)
+        company = " / ".join(fmt(cells[0]) for cells in last)
+        month = " / ".join(fmt(cells[1]) for cells in last)
+        names = " / ".join(str(r["seed"]) for r in seeds)
+        parts.append(f"{shape_name(seeds[0])} (seed {names}): {q_first}% (position 0: company "
+                     f"{company}%, birth month {month}%)")
+    return ("The name's best Q-probe read, first-token mean at any block, shape by shape "
+            "(augmented models whose biographies are memorised): " + "; ".join(parts)
+            + f". The paper's GPT-2 small: {fmt(np.mean(PAPER_Q_PROBE[AUGMENTED][:6]))}% "
+            f"({fmt(paper_q_probe(AUGMENTED))}% whole value); position 0 about 100%.")
+
+
 def shape_name(row):
     """Layers x width, and the learning rate where a row sets its own (the preset's otherwise)."""
     name = f"{row['n_layer']}x{row['n_embd']}"
     lr = row.get("overrides", {}).get("lr")
     if lr:
-        name += ", lr " + ("%.0e" % lr).replace("e-0", "e-")  # 0.001 -> 1e-3
+        name += f", lr {lr:g}"
     return name
 
 
@@ -1435,21 +1457,23 @@ def storage_map_markdown(results):
                      "P-probe pos 0: company", "birth month", "Q-probe first token", "whole value",
                      "best layer (Q first token)", "recall intact", "cut at every block",
                      "follows donor's name", "paper's pattern", "minutes"]
-    gpu_points = [f"{shape_name(dict(n_layer=o['n_layer'], n_embd=o['n_embd']))}"
+    gpu_points = [shape_name(dict(n_layer=o["n_layer"], n_embd=o["n_embd"], overrides=o))
                   for _, o, _, where in STORAGE_MAP if where == "gpu"]
     caption = (f"{provenance(rows, 'python experiments/tables.py storage-map')} "
                "bioknow's own addition: the paper probes the last layer only. The cpu preset (N "
-               "= 1,000, 60 passes, lr 3e-3 unless the row names its own) at each shape, probed "
+               "= 1,000, 60 passes, lr 0.003 unless the row names its own) at each shape, probed "
                "as in the headline after every block (`probe --layer K`; the P-probe after the "
                "last block only but on the headline's models) and checked causally (`probe "
                "--kind lookup`): on P_test people's first biographies, the first token of each "
                "value predicted from the token before it, with those read positions cut from "
                "the name's tokens by the attention mask, or with another person's hidden states "
                "patched in at the name. Points sized for a GPU ("
-               f"{', '.join(gpu_points)}"
-               "): `python experiments/tables.py storage-map --device cuda --jobs 4`. Minutes "
-               "include the pretraining, where it ran before the row (`pretraining_reused`) too.")
+               f"{'; '.join(gpu_points)}"
+               "): `python experiments/tables.py storage-map --device cuda --jobs 4`. A row "
+               "whose pretraining, or part of it, ran before it (`pretraining_reused`) leaves "
+               "that part out of its minutes.")
     summary = ["- " + lookup_summary(r) for r in rows if r["setting"] == AUGMENTED] + [""]
+    summary += [storage_by_shape(rows), ""]
     summary += [f"{storage_pattern.claim}: " + (
         "shown by " + ", ".join(f"{shape_name(r)} seed {r['seed']}" for r in rows
                                 if storage_pattern(r))

@@ -247,6 +247,18 @@ def test_storage_pattern_holds_on_the_papers_pattern_and_fails_on_ours():
         storage_row(at_name=44.0, q_first=16.0, q_whole=4.0, qa=98.0))  # ours
 
 
+def test_storage_by_shape_names_each_memorised_shape_and_its_seeds():
+    shape = dict(overrides=dict(n_layer=6, n_embd=256, lr=1e-3), n_layer=6, n_embd=256)
+    rows = [dict(storage_row(at_name=40.0, q_first=20.0, q_whole=5.0, qa=90.0), seed=s, **shape)
+            for s in (0, 1)]
+    unmemorised = dict(rows[0], overrides={}, n_layer=2, n_embd=128,
+                       memorization_p_test=dict(mean=80.0))
+    line = tables.storage_by_shape(rows + [unmemorised])
+    assert "6x256, lr 0.001 (seed 0 / 1): 20.0 / 20.0% (position 0: company 40.0 / 40.0%" in line
+    assert "2x128" not in line  # a model that has not memorised does not test the claim
+    assert tables.storage_by_shape([unmemorised]).startswith("No augmented model")
+
+
 def test_the_papers_own_numbers_hold_every_ordering_check():
     qa, mixed = ({s: tables.paper_qa(s, m) for s in tables.FULL_SETTINGS}
                  for m in tables.FULL_METHODS)
