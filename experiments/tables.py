@@ -98,6 +98,10 @@ def paper_q_probe(setting):
     return float(np.mean(PAPER_Q_PROBE[setting][6:])) if setting in PAPER_Q_PROBE else None
 
 
+def paper_q_probe_first_token(setting):
+    return float(np.mean(PAPER_Q_PROBE[setting][:6]))
+
+
 # --------------------------------------------------------------------------------------------------
 # --- a table: its rows, the line each writes, and one resumable loop that runs them
 
@@ -1404,7 +1408,7 @@ def storage_by_shape(rows):
                      f"{company}%, birth month {month}%)")
     return ("The name's best Q-probe read, first-token mean at any block, shape by shape "
             "(augmented models whose biographies are memorised): " + "; ".join(parts)
-            + f". The paper's GPT-2 small: {fmt(np.mean(PAPER_Q_PROBE[AUGMENTED][:6]))}% "
+            + f". The paper's GPT-2 small: {fmt(paper_q_probe_first_token(AUGMENTED))}% "
             f"({fmt(paper_q_probe(AUGMENTED))}% whole value); position 0 about 100%.")
 
 
@@ -1632,7 +1636,7 @@ def draw_layer_profile(plt, results):
         rows.append(next((r for r in seeds if is_memorised(r)), seeds[0]))
     fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4), sharey=True,
                              squeeze=False)
-    paper_q = float(np.mean(PAPER_Q_PROBE[AUGMENTED][:6]))
+    paper_q = paper_q_probe_first_token(AUGMENTED)
     for ax, row in zip(axes[0], rows):
         cells = np.array([layer_cells(probed) for probed in row["layers"]], dtype=float)
         for curve, name in enumerate(LAYER_CURVES):
